@@ -1,0 +1,2 @@
+//! Actors.
+#![forbid(unsafe_code)]

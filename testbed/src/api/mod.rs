@@ -1,0 +1,1 @@
+//! HTTP API server (owner: testbed-api helper).
