@@ -1,1 +1,1 @@
-//! (being written)
+//! Fault injection and request statistics (owner: testbed-api helper).
