@@ -1,2 +1,3 @@
 //! Actors.
 #![forbid(unsafe_code)]
+pub mod telemetry;
