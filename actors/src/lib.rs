@@ -1,3 +1,4 @@
 //! Actors.
 #![forbid(unsafe_code)]
 pub mod telemetry;
+pub mod events;
