@@ -1,1 +1,18 @@
-//! Pure decision core.
+//! `flagger-rollout`: the pure decision core of flagger-rs.
+//!
+//! No I/O, no clock, no async. The actors convert the Canary CRD into a validated
+//! [`spec::CanarySpec`], gather observations, call the decision function and execute the actions
+//! it returns.
+#![forbid(unsafe_code)]
+
+pub mod duration;
+pub mod spec;
+pub mod weights;
+
+pub use spec::{
+    AlertInput, AnalysisInput, AnalysisSpec, AutoscalerRef, AutoscalerRefInput, BuiltinMetric,
+    CanaryInput, CanarySpec, HookType, InvalidSpec, MeshProvider, MetricCheck, MetricInput,
+    MetricSource, ObjectRefInput, PortRef, ServiceInput, ServiceSpec, Severity, SpecError,
+    Strategy, TargetKind, TargetRef, TemplateRefInput, ThresholdRange, Webhook, WebhookInput,
+};
+pub use weights::{WeightSteps, Weights};
