@@ -1,4 +1,5 @@
 //! Actors.
 #![forbid(unsafe_code)]
-pub mod telemetry;
+pub mod crd;
 pub mod events;
+pub mod telemetry;

@@ -1,0 +1,295 @@
+//! Command line of the `flagger` binary.
+//!
+//! `flagger [FLAGS]` runs the operator (like upstream's `flagger -kubeconfig ...`), `flagger run
+//! [FLAGS]` does the same, and `flagger crd` prints the CustomResourceDefinitions. Every operator flag
+//! also reads an environment variable. Secret values (webhook URLs, tokens, proxy URLs that may carry
+//! credentials) are held in [`Secret`], whose `Debug` and `Display` never show the value, and their
+//! environment values are hidden from `--help`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::Context;
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use flagger_actors::crd::{MeshProvider, Secret};
+
+/// Flagger: progressive delivery (canary releases) for Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "flagger", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Operator flags when no subcommand is given (`flagger --kubeconfig x` runs the operator).
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+impl Cli {
+    /// The command to execute; no subcommand means `run`.
+    pub fn into_command(self) -> Command {
+        let Self { command, run } = self;
+        command.unwrap_or(Command::Run(run))
+    }
+}
+
+// Parsed once per process; boxing the operator flags would only add noise.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the operator (the default when no subcommand is given).
+    Run(RunArgs),
+    /// Print Flagger's CustomResourceDefinitions as YAML, or write them to a directory.
+    Crd(CrdArgs),
+}
+
+/// Flags of the operator.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Path to a kubeconfig; without it the in-cluster config or $KUBECONFIG is used.
+    #[arg(long, env = "FLAGGER_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Namespace to watch; empty watches all namespaces.
+    #[arg(
+        long,
+        env = "FLAGGER_NAMESPACE",
+        default_value = "",
+        value_name = "NAMESPACE"
+    )]
+    pub namespace: WatchScope,
+
+    /// Service mesh that routes traffic, used when a Canary sets no `spec.provider`.
+    #[arg(
+        long,
+        env = "FLAGGER_MESH_PROVIDER",
+        default_value = "istio",
+        value_name = "PROVIDER"
+    )]
+    pub mesh_provider: MeshProvider,
+
+    /// Prometheus URL for the builtin metrics.
+    #[arg(
+        long,
+        env = "FLAGGER_METRICS_SERVER",
+        default_value = "http://prometheus:9090",
+        value_name = "URL"
+    )]
+    pub metrics_server: String,
+
+    /// Port of the HTTP server (/metrics, /healthz, /readyz).
+    #[arg(long, env = "FLAGGER_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Minimum level of log lines.
+    #[arg(long, env = "FLAGGER_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// Log line format: JSON objects with `level`, `msg` and fields, or human-readable text.
+    #[arg(long, env = "FLAGGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Labels whose value names the workload; the primary gets `<value>-primary`.
+    #[arg(
+        long,
+        env = "FLAGGER_SELECTOR_LABELS",
+        value_delimiter = ',',
+        default_value = "app,name,app.kubernetes.io/name",
+        value_name = "LABELS"
+    )]
+    pub selector_labels: Vec<String>,
+
+    /// Track the ConfigMaps and Secrets the workload references and copy them to `-primary`.
+    #[arg(
+        long,
+        env = "FLAGGER_ENABLE_CONFIG_TRACKING",
+        value_parser = BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_value = "true",
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub enable_config_tracking: bool,
+
+    /// Forbid references to MetricTemplates, AlertProviders and upstreams in other namespaces.
+    #[arg(
+        long,
+        env = "FLAGGER_NO_CROSS_NAMESPACE_REFS",
+        value_parser = BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub no_cross_namespace_refs: bool,
+
+    /// Name of the cluster, shown in notifications.
+    #[arg(long, env = "FLAGGER_CLUSTER_NAME", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
+
+    #[command(flatten)]
+    pub notifier: NotifierArgs,
+}
+
+/// Leader election flags: only the holder of a Lease writes to the cluster.
+#[derive(Debug, Clone, Args)]
+pub struct LeaderElectionArgs {
+    /// Run with leader election so several replicas can run and only one acts.
+    #[arg(
+        long,
+        env = "FLAGGER_ENABLE_LEADER_ELECTION",
+        value_parser = BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub enable_leader_election: bool,
+
+    /// Namespace of the leader election Lease.
+    #[arg(
+        long,
+        env = "FLAGGER_LEADER_ELECTION_NAMESPACE",
+        default_value = "kube-system",
+        value_name = "NAMESPACE"
+    )]
+    pub leader_election_namespace: String,
+}
+
+/// Global notification targets (every canary's events go there).
+#[derive(Debug, Clone, Args)]
+pub struct NotifierArgs {
+    /// Slack incoming webhook URL.
+    #[arg(long, env = "SLACK_URL", hide_env_values = true, value_name = "URL")]
+    pub slack_url: Option<Secret>,
+
+    /// Slack bot token (with `--slack-url https://slack.com/api/chat.postMessage`).
+    #[arg(
+        long,
+        env = "SLACK_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub slack_token: Option<Secret>,
+
+    /// Slack channel.
+    #[arg(long, env = "SLACK_CHANNEL", value_name = "CHANNEL")]
+    pub slack_channel: Option<String>,
+
+    /// Slack user name the messages are posted as.
+    #[arg(
+        long,
+        env = "SLACK_USER",
+        default_value = "flagger",
+        value_name = "USER"
+    )]
+    pub slack_user: String,
+
+    /// HTTP(S) proxy for Slack.
+    #[arg(
+        long,
+        env = "SLACK_PROXY_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub slack_proxy_url: Option<Secret>,
+
+    /// Microsoft Teams incoming webhook URL.
+    #[arg(long, env = "MSTEAMS_URL", hide_env_values = true, value_name = "URL")]
+    pub msteams_url: Option<Secret>,
+
+    /// HTTP(S) proxy for Microsoft Teams.
+    #[arg(
+        long,
+        env = "MSTEAMS_PROXY_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub msteams_proxy_url: Option<Secret>,
+
+    /// URL that receives every Kubernetes event of every canary as a JSON POST.
+    #[arg(
+        long,
+        env = "EVENT_WEBHOOK_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub event_webhook: Option<Secret>,
+}
+
+/// Flags of `flagger crd`.
+#[derive(Debug, Clone, Args)]
+pub struct CrdArgs {
+    /// Write one file per CRD into this directory (e.g. `charts/flagger/crds`) instead of printing.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+impl CrdArgs {
+    /// Print every CRD as one YAML stream, or write `<dir>/<kind>.yaml` files.
+    pub fn execute(self) -> anyhow::Result<()> {
+        let Self { out } = self;
+        match out {
+            None => {
+                let yaml = flagger_actors::crd::render_all_yaml()?;
+                match std::io::stdout().lock().write_all(yaml.as_bytes()) {
+                    // `flagger crd | head` closing the pipe early is not a failure.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                    other => other.context("writing CRDs to stdout")?,
+                }
+            }
+            Some(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                for generated in flagger_actors::crd::crds() {
+                    let path = dir.join(generated.file_name);
+                    let yaml = flagger_actors::crd::render_crd_yaml(&generated.crd)?;
+                    std::fs::write(&path, yaml)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which namespaces the operator watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchScope {
+    AllNamespaces,
+    Namespace(String),
+}
+
+impl FromStr for WatchScope {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        Ok(if s.is_empty() {
+            Self::AllNamespaces
+        } else {
+            Self::Namespace(s.to_owned())
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line with `level`, `msg` and structured fields (`jq .msg` works).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
