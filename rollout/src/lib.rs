@@ -5,8 +5,14 @@
 //! it returns.
 #![forbid(unsafe_code)]
 
+pub mod action;
 pub mod duration;
+pub mod observations;
+pub mod phase;
+pub mod readiness;
+pub mod revision;
 pub mod spec;
+pub mod status;
 pub mod weights;
 
 pub use spec::{
