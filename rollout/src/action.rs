@@ -64,7 +64,10 @@ pub enum Action {
         checksum: String,
     },
     /// Record a Kubernetes event on the Canary (reason `Synced`) and log it (`msg`, `canary`).
-    Event { event_type: EventType, message: String },
+    Event {
+        event_type: EventType,
+        message: String,
+    },
     /// Send a chat notification through the canary's alerts (filtered by severity) or the global
     /// notifier. `fields` (Target, Failed checks threshold, ...) go after the optional `Cluster`
     /// field. Fire and forget.

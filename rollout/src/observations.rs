@@ -125,6 +125,17 @@ pub struct Observations {
     pub hooks: BTreeMap<HookType, Vec<HookOutcome>>,
     /// Results of all metrics, when `decide` asked for them this tick.
     pub metrics: Option<Vec<MetricOutcome>>,
+    /// Availability of the metric providers the analysis uses (Prometheus `vector(1)`, template
+    /// providers), when `decide` asked for it (only while initializing).
+    pub metric_providers: Option<ProviderCheck>,
+}
+
+/// Result of checking the metric providers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProviderCheck {
+    Available,
+    /// Why not (shown as `Error checking metric providers: <text>`).
+    Unavailable(String),
 }
 
 impl Observations {
@@ -142,6 +153,7 @@ impl Observations {
             routes,
             hooks: BTreeMap::new(),
             metrics: None,
+            metric_providers: None,
         }
     }
 }

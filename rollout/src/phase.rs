@@ -143,7 +143,10 @@ mod tests {
             assert_eq!(p.as_str().parse::<Phase>().unwrap(), p);
         }
         assert_eq!("".parse::<Phase>().unwrap(), Phase::Initializing);
-        assert!("Finalizing".parse::<Phase>().is_err(), "upstream spells it Finalising");
+        assert!(
+            "Finalizing".parse::<Phase>().is_err(),
+            "upstream spells it Finalising"
+        );
     }
 
     #[test]

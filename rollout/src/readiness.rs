@@ -54,7 +54,9 @@ pub fn deployment_readiness(
         }
     };
     if d.progress_deadline_exceeded {
-        return Readiness::Failed(format!("deployment {name:?} exceeded its progress deadline"));
+        return Readiness::Failed(format!(
+            "deployment {name:?} exceeded its progress deadline"
+        ));
     }
     if d.updated_replicas < d.replicas {
         return wrap(format!(
@@ -105,18 +107,54 @@ mod tests {
     }
 
     fn check(d: &DeploymentView) -> Readiness {
-        deployment_readiness("podinfo", d, 100, Duration::from_secs(60), Timestamp(1_000_000))
+        deployment_readiness(
+            "podinfo",
+            d,
+            100,
+            Duration::from_secs(60),
+            Timestamp(1_000_000),
+        )
     }
 
     #[test]
     fn rules_in_upstream_order() {
         assert_eq!(check(&healthy()), Readiness::Ready);
         let cases: Vec<(DeploymentView, &str)> = vec![
-            (DeploymentView { generation: 3, ..healthy() }, "observed deployment generation less than desired generation"),
-            (DeploymentView { updated_replicas: 1, ..healthy() }, "1 out of 2 new replicas have been updated"),
-            (DeploymentView { status_replicas: 3, ..healthy() }, "1 old replicas are pending termination"),
-            (DeploymentView { available_replicas: 0, ..healthy() }, "0 of 2 (readyThreshold 100%) updated replicas are available"),
-            (DeploymentView { autoscaler_desired_replicas: Some(4), ..healthy() }, "waiting for the autoscaler to finish scaling: 4 desired, 2 current replicas"),
+            (
+                DeploymentView {
+                    generation: 3,
+                    ..healthy()
+                },
+                "observed deployment generation less than desired generation",
+            ),
+            (
+                DeploymentView {
+                    updated_replicas: 1,
+                    ..healthy()
+                },
+                "1 out of 2 new replicas have been updated",
+            ),
+            (
+                DeploymentView {
+                    status_replicas: 3,
+                    ..healthy()
+                },
+                "1 old replicas are pending termination",
+            ),
+            (
+                DeploymentView {
+                    available_replicas: 0,
+                    ..healthy()
+                },
+                "0 of 2 (readyThreshold 100%) updated replicas are available",
+            ),
+            (
+                DeploymentView {
+                    autoscaler_desired_replicas: Some(4),
+                    ..healthy()
+                },
+                "waiting for the autoscaler to finish scaling: 4 desired, 2 current replicas",
+            ),
         ];
         for (d, text) in cases {
             match check(&d) {
@@ -128,25 +166,54 @@ mod tests {
 
     #[test]
     fn ready_threshold_is_a_floor_percentage() {
-        let d = DeploymentView { replicas: 3, status_replicas: 3, updated_replicas: 3, available_replicas: 1, ..healthy() };
+        let d = DeploymentView {
+            replicas: 3,
+            status_replicas: 3,
+            updated_replicas: 3,
+            available_replicas: 1,
+            ..healthy()
+        };
         let at = |t| deployment_readiness("p", &d, t, Duration::from_secs(60), Timestamp(0));
         assert_eq!(at(66), Readiness::Ready, "floor(3 * 0.66) = 1");
-        assert!(matches!(at(67), Readiness::NotReady(_)), "floor(3 * 0.67) = 2");
+        assert!(
+            matches!(at(67), Readiness::NotReady(_)),
+            "floor(3 * 0.67) = 2"
+        );
     }
 
     #[test]
     fn kubernetes_deadline_and_long_unavailability_are_not_retriable() {
-        let d = DeploymentView { progress_deadline_exceeded: true, ..healthy() };
-        assert_eq!(check(&d), Readiness::Failed("deployment \"podinfo\" exceeded its progress deadline".into()));
-        let stuck = DeploymentView { available_replicas: 0, unavailable_since: Some(Timestamp(0)), ..healthy() };
+        let d = DeploymentView {
+            progress_deadline_exceeded: true,
+            ..healthy()
+        };
+        assert_eq!(
+            check(&d),
+            Readiness::Failed("deployment \"podinfo\" exceeded its progress deadline".into())
+        );
+        let stuck = DeploymentView {
+            available_replicas: 0,
+            unavailable_since: Some(Timestamp(0)),
+            ..healthy()
+        };
         assert!(matches!(check(&stuck), Readiness::Failed(_)));
-        let recent = DeploymentView { available_replicas: 0, unavailable_since: Some(Timestamp(999_000)), ..healthy() };
+        let recent = DeploymentView {
+            available_replicas: 0,
+            unavailable_since: Some(Timestamp(999_000)),
+            ..healthy()
+        };
         assert!(matches!(check(&recent), Readiness::NotReady(_)));
     }
 
     #[test]
     fn a_scaled_to_zero_deployment_is_ready() {
-        let d = DeploymentView { replicas: 0, status_replicas: 0, updated_replicas: 0, available_replicas: 0, ..healthy() };
+        let d = DeploymentView {
+            replicas: 0,
+            status_replicas: 0,
+            updated_replicas: 0,
+            available_replicas: 0,
+            ..healthy()
+        };
         assert_eq!(check(&d), Readiness::Ready);
     }
 }

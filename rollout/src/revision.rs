@@ -119,9 +119,18 @@ mod tests {
         // Pinned: if this changes, every running canary would start a spurious analysis after an
         // operator upgrade. Reproducible outside Rust: sha256 of
         // '{"configs":{},"template":' + json.dumps(t, sort_keys=True, separators=(",",":")) + '}'.
-        let r = revision(&template("ghcr.io/stefanprodan/podinfo:6.0.0"), &BTreeMap::new());
+        let r = revision(
+            &template("ghcr.io/stefanprodan/podinfo:6.0.0"),
+            &BTreeMap::new(),
+        );
         assert_eq!(r.len(), 16);
-        assert_eq!(r, revision(&template("ghcr.io/stefanprodan/podinfo:6.0.0"), &BTreeMap::new()));
+        assert_eq!(
+            r,
+            revision(
+                &template("ghcr.io/stefanprodan/podinfo:6.0.0"),
+                &BTreeMap::new()
+            )
+        );
         assert_eq!(r, PINNED_REVISION, "revision hash changed: {r}");
     }
 
@@ -129,11 +138,19 @@ mod tests {
 
     #[test]
     fn key_order_does_not_matter() {
-        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"q":2,"p":3}],"x":null}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[1,{"p":3,"q":2}]},"b":1}"#).unwrap();
+        let a: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"q":2,"p":3}],"x":null}}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"a":{"x":null,"y":[1,{"p":3,"q":2}]},"b":1}"#).unwrap();
         assert_eq!(canonical_json(&a), canonical_json(&b));
-        assert_eq!(canonical_json(&a), r#"{"a":{"x":null,"y":[1,{"p":3,"q":2}]},"b":1}"#);
-        assert_eq!(revision(&a, &BTreeMap::new()), revision(&b, &BTreeMap::new()));
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"x":null,"y":[1,{"p":3,"q":2}]},"b":1}"#
+        );
+        assert_eq!(
+            revision(&a, &BTreeMap::new()),
+            revision(&b, &BTreeMap::new())
+        );
     }
 
     #[test]
@@ -141,15 +158,24 @@ mod tests {
         let base = revision(&template("podinfo:6.0.0"), &BTreeMap::new());
         assert_ne!(base, revision(&template("podinfo:6.0.1"), &BTreeMap::new()));
         let mut configs = BTreeMap::new();
-        configs.insert("configmap/podinfo-config".to_owned(), config_checksum(&[("a".to_owned(), "1".to_owned())].into()));
+        configs.insert(
+            "configmap/podinfo-config".to_owned(),
+            config_checksum(&[("a".to_owned(), "1".to_owned())].into()),
+        );
         let with_config = revision(&template("podinfo:6.0.0"), &configs);
         assert_ne!(base, with_config);
-        configs.insert("configmap/podinfo-config".to_owned(), config_checksum(&[("a".to_owned(), "2".to_owned())].into()));
+        configs.insert(
+            "configmap/podinfo-config".to_owned(),
+            config_checksum(&[("a".to_owned(), "2".to_owned())].into()),
+        );
         assert_ne!(with_config, revision(&template("podinfo:6.0.0"), &configs));
         // Array order is meaningful (container order, env order).
         let a = json!({"env": [{"name": "A"}, {"name": "B"}]});
         let b = json!({"env": [{"name": "B"}, {"name": "A"}]});
-        assert_ne!(revision(&a, &BTreeMap::new()), revision(&b, &BTreeMap::new()));
+        assert_ne!(
+            revision(&a, &BTreeMap::new()),
+            revision(&b, &BTreeMap::new())
+        );
     }
 
     #[test]

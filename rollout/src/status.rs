@@ -16,7 +16,9 @@ use crate::spec::TargetKind;
 
 /// A point in time, in milliseconds since the Unix epoch. The core never reads a clock: every
 /// timestamp comes from the observations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
@@ -30,7 +32,10 @@ impl Timestamp {
 
     /// `self + d`, saturating.
     pub fn plus(self, d: Duration) -> Self {
-        Timestamp(self.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        Timestamp(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 }
 
@@ -174,7 +179,10 @@ pub fn promoted_condition(phase: Phase, kind: TargetKind) -> (ConditionStatus, S
             True,
             "Canary analysis completed successfully, promotion finished.".to_owned(),
         ),
-        Phase::Failed => (False, format!("Canary analysis failed, {kind} scaled to zero.")),
+        Phase::Failed => (
+            False,
+            format!("Canary analysis failed, {kind} scaled to zero."),
+        ),
         Phase::Initializing | Phase::Terminating | Phase::Terminated => (
             Unknown,
             format!("New {kind} detected, starting initialization."),
@@ -226,30 +234,91 @@ mod tests {
     fn promoted_condition_per_phase_as_upstream() {
         let k = TargetKind::Deployment;
         let cases = [
-            (Phase::Initializing, ConditionStatus::Unknown, "New Deployment detected, starting initialization."),
-            (Phase::Initialized, ConditionStatus::True, "Deployment initialization completed."),
-            (Phase::Waiting, ConditionStatus::Unknown, "Waiting for approval."),
-            (Phase::WaitingPromotion, ConditionStatus::Unknown, "Waiting for approval."),
-            (Phase::Progressing, ConditionStatus::Unknown, "New revision detected, progressing canary analysis."),
-            (Phase::Promoting, ConditionStatus::Unknown, "Canary analysis completed, starting primary rolling update."),
-            (Phase::Finalising, ConditionStatus::Unknown, "Canary analysis completed, routing all traffic to primary."),
-            (Phase::Succeeded, ConditionStatus::True, "Canary analysis completed successfully, promotion finished."),
-            (Phase::Failed, ConditionStatus::False, "Canary analysis failed, Deployment scaled to zero."),
+            (
+                Phase::Initializing,
+                ConditionStatus::Unknown,
+                "New Deployment detected, starting initialization.",
+            ),
+            (
+                Phase::Initialized,
+                ConditionStatus::True,
+                "Deployment initialization completed.",
+            ),
+            (
+                Phase::Waiting,
+                ConditionStatus::Unknown,
+                "Waiting for approval.",
+            ),
+            (
+                Phase::WaitingPromotion,
+                ConditionStatus::Unknown,
+                "Waiting for approval.",
+            ),
+            (
+                Phase::Progressing,
+                ConditionStatus::Unknown,
+                "New revision detected, progressing canary analysis.",
+            ),
+            (
+                Phase::Promoting,
+                ConditionStatus::Unknown,
+                "Canary analysis completed, starting primary rolling update.",
+            ),
+            (
+                Phase::Finalising,
+                ConditionStatus::Unknown,
+                "Canary analysis completed, routing all traffic to primary.",
+            ),
+            (
+                Phase::Succeeded,
+                ConditionStatus::True,
+                "Canary analysis completed successfully, promotion finished.",
+            ),
+            (
+                Phase::Failed,
+                ConditionStatus::False,
+                "Canary analysis failed, Deployment scaled to zero.",
+            ),
         ];
         for (phase, status, message) in cases {
-            assert_eq!(promoted_condition(phase, k), (status, message.to_owned()), "{phase}");
+            assert_eq!(
+                promoted_condition(phase, k),
+                (status, message.to_owned()),
+                "{phase}"
+            );
         }
     }
 
     #[test]
     fn condition_transition_time_moves_only_when_status_changes() {
         let mut cs = Vec::new();
-        set_condition(&mut cs, PROMOTED_CONDITION, ConditionStatus::Unknown, "Progressing", "a", Timestamp(1));
-        set_condition(&mut cs, PROMOTED_CONDITION, ConditionStatus::Unknown, "Promoting", "b", Timestamp(2));
+        set_condition(
+            &mut cs,
+            PROMOTED_CONDITION,
+            ConditionStatus::Unknown,
+            "Progressing",
+            "a",
+            Timestamp(1),
+        );
+        set_condition(
+            &mut cs,
+            PROMOTED_CONDITION,
+            ConditionStatus::Unknown,
+            "Promoting",
+            "b",
+            Timestamp(2),
+        );
         assert_eq!(cs.len(), 1);
         assert_eq!(cs[0].last_transition_time, Timestamp(1));
         assert_eq!(cs[0].last_update_time, Timestamp(2));
-        set_condition(&mut cs, PROMOTED_CONDITION, ConditionStatus::True, "Succeeded", "c", Timestamp(3));
+        set_condition(
+            &mut cs,
+            PROMOTED_CONDITION,
+            ConditionStatus::True,
+            "Succeeded",
+            "c",
+            Timestamp(3),
+        );
         assert_eq!(cs[0].last_transition_time, Timestamp(3));
         assert_eq!(cs[0].reason, "Succeeded");
     }
