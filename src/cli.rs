@@ -13,7 +13,8 @@ use std::str::FromStr;
 use anyhow::Context;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use flagger_actors::crd::{MeshProvider, Secret};
+use flagger_actors::crd::Secret;
+use flagger_rollout::spec::MeshProvider;
 
 /// Flagger: progressive delivery (canary releases) for Kubernetes.
 #[derive(Debug, Parser)]
@@ -292,4 +293,221 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines.
     Text,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let argv = std::iter::once("flagger").chain(args.iter().copied());
+        match Cli::try_parse_from(argv).unwrap().into_command() {
+            Command::Run(run) => run,
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_subcommand_runs_the_operator_with_upstream_defaults() {
+        let RunArgs {
+            kubeconfig,
+            namespace,
+            mesh_provider,
+            metrics_server,
+            port,
+            log_level,
+            log_format,
+            selector_labels,
+            enable_config_tracking,
+            no_cross_namespace_refs,
+            cluster_name,
+            leader_election,
+            notifier,
+        } = run_args(&["--kubeconfig", "/tmp/kubeconfig"]);
+        assert_eq!(kubeconfig, Some(PathBuf::from("/tmp/kubeconfig")));
+        assert_eq!(namespace, WatchScope::AllNamespaces);
+        assert_eq!(mesh_provider, MeshProvider::Istio);
+        assert_eq!(metrics_server, "http://prometheus:9090");
+        assert_eq!(port, 8080);
+        assert_eq!(log_level, LogLevel::Info);
+        assert_eq!(log_format, LogFormat::Json);
+        assert_eq!(selector_labels, ["app", "name", "app.kubernetes.io/name"]);
+        assert!(enable_config_tracking);
+        assert!(!no_cross_namespace_refs);
+        assert_eq!(cluster_name, None);
+        assert!(!leader_election.enable_leader_election);
+        assert_eq!(leader_election.leader_election_namespace, "kube-system");
+        assert_eq!(notifier.slack_user, "flagger");
+    }
+
+    #[test]
+    fn run_subcommand_takes_the_same_flags() {
+        let run = run_args(&[
+            "run",
+            "--namespace",
+            "test",
+            "--mesh-provider",
+            "kubernetes",
+            "--port",
+            "0",
+            "--log-format",
+            "text",
+            "--log-level",
+            "debug",
+            "--selector-labels",
+            "app,team",
+            "--enable-config-tracking=false",
+            "--enable-leader-election",
+            "--leader-election-namespace",
+            "flagger-system",
+            "--cluster-name",
+            "prod-eu",
+        ]);
+        assert_eq!(run.namespace, WatchScope::Namespace("test".to_owned()));
+        assert_eq!(run.mesh_provider, MeshProvider::Kubernetes);
+        assert_eq!(run.port, 0);
+        assert_eq!(run.log_format, LogFormat::Text);
+        assert_eq!(run.log_level, LogLevel::Debug);
+        assert_eq!(run.selector_labels, ["app", "team"]);
+        assert!(!run.enable_config_tracking);
+        assert!(run.leader_election.enable_leader_election);
+        assert_eq!(
+            run.leader_election.leader_election_namespace,
+            "flagger-system"
+        );
+        assert_eq!(run.cluster_name.as_deref(), Some("prod-eu"));
+    }
+
+    #[test]
+    fn unknown_mesh_provider_is_rejected_listing_the_valid_ones() {
+        let err = Cli::try_parse_from(["flagger", "--mesh-provider", "istoi"]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--mesh-provider"), "{text}");
+        assert!(
+            text.contains("valid providers: istio, kubernetes"),
+            "{text}"
+        );
+        let err = Cli::try_parse_from(["flagger", "--mesh-provider", "linkerd"]).unwrap_err();
+        assert!(err.to_string().contains("does not support"), "{err}");
+    }
+
+    #[test]
+    fn unknown_log_format_is_rejected() {
+        let err = Cli::try_parse_from(["flagger", "--log-format", "xml"]).unwrap_err();
+        assert!(
+            err.to_string().contains("[possible values: json, text]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_and_display_but_usable() {
+        let url = "https://hooks.slack.com/services/T000/B000/XXXXSECRET";
+        let cli = Cli::try_parse_from([
+            "flagger",
+            "--slack-url",
+            url,
+            "--slack-token",
+            "xoxb-SECRET",
+            "--msteams-url",
+            "https://outlook.office.com/webhook/SECRET",
+            "--event-webhook",
+            "https://events.example.com/SECRET",
+            "--slack-proxy-url",
+            "http://user:SECRET@proxy:3128",
+        ])
+        .unwrap();
+        let debug = format!("{cli:?}");
+        assert!(!debug.contains("SECRET"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+        let Command::Run(run) = cli.into_command() else {
+            panic!("expected run")
+        };
+        let slack = run.notifier.slack_url.unwrap();
+        assert_eq!(slack.to_string(), "<redacted>");
+        assert_eq!(slack.expose(), url);
+    }
+
+    #[test]
+    fn crd_subcommand_parses_out_dir_and_refuses_operator_flags() {
+        let cli = Cli::try_parse_from(["flagger", "crd", "--out", "charts/flagger/crds"]).unwrap();
+        let Command::Crd(CrdArgs { out }) = cli.into_command() else {
+            panic!("expected crd")
+        };
+        assert_eq!(out, Some(PathBuf::from("charts/flagger/crds")));
+        assert!(Cli::try_parse_from(["flagger", "--port", "1", "crd"]).is_err());
+    }
+
+    /// Marker telling [`environment_child`] it runs as the child of [`flags_read_environment_variables`].
+    const CHILD_MARKER: &str = "FLAGGER_CLI_TEST_CHILD";
+
+    #[test]
+    fn flags_read_environment_variables() {
+        // Environment variables are process-wide (and setting them is unsafe), so parse in a child.
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "cli::tests::environment_child", "--nocapture"])
+            .env(CHILD_MARKER, "1")
+            .env("FLAGGER_KUBECONFIG", "/etc/kube/config")
+            .env("FLAGGER_NAMESPACE", "test")
+            .env("FLAGGER_MESH_PROVIDER", "kubernetes")
+            .env("FLAGGER_METRICS_SERVER", "http://127.0.0.1:9090")
+            .env("FLAGGER_PORT", "9797")
+            .env("FLAGGER_LOG_LEVEL", "warn")
+            .env("FLAGGER_LOG_FORMAT", "text")
+            .env("FLAGGER_SELECTOR_LABELS", "app.kubernetes.io/name")
+            .env("FLAGGER_ENABLE_CONFIG_TRACKING", "false")
+            .env("FLAGGER_CLUSTER_NAME", "dev")
+            .env("FLAGGER_ENABLE_LEADER_ELECTION", "true")
+            .env("FLAGGER_LEADER_ELECTION_NAMESPACE", "flagger")
+            .env("SLACK_URL", "https://hooks.slack.com/services/ENV")
+            .env("SLACK_CHANNEL", "releases")
+            .env("SLACK_USER", "bot")
+            .env("MSTEAMS_URL", "https://teams.example.com/ENV")
+            .env("EVENT_WEBHOOK_URL", "https://events.example.com/ENV")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "child failed:\n{stdout}");
+        assert!(stdout.contains("1 passed"), "child did not run:\n{stdout}");
+    }
+
+    #[test]
+    fn environment_child() {
+        // Only meaningful as the child of `flags_read_environment_variables`.
+        if std::env::var_os(CHILD_MARKER).is_none() {
+            return;
+        }
+        let run = run_args(&[]);
+        assert_eq!(run.kubeconfig, Some(PathBuf::from("/etc/kube/config")));
+        assert_eq!(run.namespace, WatchScope::Namespace("test".to_owned()));
+        assert_eq!(run.mesh_provider, MeshProvider::Kubernetes);
+        assert_eq!(run.metrics_server, "http://127.0.0.1:9090");
+        assert_eq!(run.port, 9797);
+        assert_eq!(run.log_level, LogLevel::Warn);
+        assert_eq!(run.log_format, LogFormat::Text);
+        assert_eq!(run.selector_labels, ["app.kubernetes.io/name"]);
+        assert!(!run.enable_config_tracking);
+        assert_eq!(run.cluster_name.as_deref(), Some("dev"));
+        assert!(run.leader_election.enable_leader_election);
+        assert_eq!(run.leader_election.leader_election_namespace, "flagger");
+        let n = &run.notifier;
+        assert_eq!(
+            n.slack_url.as_ref().map(Secret::expose),
+            Some("https://hooks.slack.com/services/ENV")
+        );
+        assert_eq!(n.slack_channel.as_deref(), Some("releases"));
+        assert_eq!(n.slack_user, "bot");
+        assert_eq!(
+            n.msteams_url.as_ref().map(Secret::expose),
+            Some("https://teams.example.com/ENV")
+        );
+        assert_eq!(
+            n.event_webhook.as_ref().map(Secret::expose),
+            Some("https://events.example.com/ENV")
+        );
+        // A flag beats its environment variable.
+        assert_eq!(run_args(&["--port", "1234"]).port, 1234);
+    }
 }

@@ -4,11 +4,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::canary::CanaryCondition;
 use super::metric_template::SecretRef;
 
 /// Where alerts are sent.
@@ -61,7 +61,7 @@ impl AlertProviderSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct AlertProviderStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub conditions: Option<Vec<Condition>>,
+    pub conditions: Option<Vec<CanaryCondition>>,
 }
 
 /// The chat systems named by `spec.type`.

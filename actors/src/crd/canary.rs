@@ -615,7 +615,9 @@ fn lenient_phase<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CanaryPhase>,
     Ok(raw.and_then(|s| serde_json::from_value::<CanaryPhase>(serde_json::Value::String(s)).ok()))
 }
 
-/// A status condition (upstream writes exactly one, type `Promoted`).
+/// A status condition of any Flagger resource (a Canary gets exactly one, type `Promoted`, from
+/// upstream). Every field optional-tolerant, unlike `meta/v1 Condition`, so odd statuses never fail
+/// deserialisation.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryCondition {

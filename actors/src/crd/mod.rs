@@ -120,55 +120,6 @@ impl JsonSchema for FreeFormObject {
     }
 }
 
-/// Service meshes the operator can route with. Add a variant when a router for it exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MeshProvider {
-    Istio,
-}
-
-impl MeshProvider {
-    /// Every provider with its name on the command line and in `spec.provider`.
-    pub const ALL: [(Self, &'static str); 1] = [(Self::Istio, "istio")];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Istio => "istio",
-        }
-    }
-}
-
-impl fmt::Display for MeshProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A mesh provider name that is not supported.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown mesh provider {name:?}, valid providers: {}",
-    valid_mesh_providers()
-)]
-pub struct UnknownMeshProvider {
-    pub name: String,
-}
-
-fn valid_mesh_providers() -> String {
-    MeshProvider::ALL.map(|(_, name)| name).join(", ")
-}
-
-impl FromStr for MeshProvider {
-    type Err = UnknownMeshProvider;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        MeshProvider::ALL
-            .iter()
-            .find(|(_, name)| *name == s)
-            .map(|(provider, _)| *provider)
-            .ok_or_else(|| UnknownMeshProvider { name: s.to_owned() })
-    }
-}
-
 /// A secret value (webhook URL, token, credentials in a URL), from flags or from AlertProvider
 /// objects. `Debug` and `Display` print `<redacted>`; read the value
 /// with [`Secret::expose`] only where it is sent.
