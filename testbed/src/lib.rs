@@ -12,6 +12,7 @@ pub mod api;
 pub mod faults;
 pub mod mesh;
 pub mod patch;
+pub mod registry;
 pub mod schema;
 pub mod selector;
 pub mod store;

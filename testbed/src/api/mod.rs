@@ -1,1 +1,3 @@
 //! HTTP API server (owner: testbed-api helper).
+pub mod discovery;
+pub mod openapi;

@@ -1,0 +1,756 @@
+//! The resource registry (owner: testbed-discovery helper): which resources the API server serves,
+//! under which group/versions, with their kind, names, scope, subresources, schemas and printer
+//! columns.
+//!
+//! CONTRACT (used by the API handlers, discovery and the OpenAPI documents):
+//! - [`Registry::builtin`] serves the built-in resources (core/v1, events.k8s.io/v1, apps/v1,
+//!   autoscaling/v2, coordination.k8s.io/v1, apiextensions.k8s.io/v1) and the Istio
+//!   `networking.istio.io` CRDs of `crds/` (VirtualService, DestinationRule, Gateway).
+//! - [`Registry::resolve`] answers only for *served* versions; a resource is stored once, whatever
+//!   version it is read or written through (`conversion: None`: only `apiVersion` differs).
+//! - [`Registry::spawn_crd_controller`] keeps the registry equal to the CRD objects in the store:
+//!   a created/updated CRD is served within a second, a deleted one stops being served.
+//!
+//! HorizontalPodAutoscalers are served as autoscaling/v2 (preferred and storage) and, for
+//! manifests written for older clusters (the seed's HPA is autoscaling/v2beta1), as v2beta2 and
+//! v2beta1 aliases of the same storage. The aliases do no field conversion: a v2beta1 object is
+//! stored as written, with `apiVersion` rewritten to the version it is read through.
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use serde_json::Value;
+
+use crate::schema::Schema;
+use crate::table::{self, Column};
+
+/// The verbs every served resource supports.
+pub const RESOURCE_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+/// The order the real API server lists the built-in groups in.
+const BUILTIN_GROUP_ORDER: &[&str] = &[
+    "",
+    "apps",
+    "events.k8s.io",
+    "autoscaling",
+    "coordination.k8s.io",
+    "apiextensions.k8s.io",
+];
+/// The verbs of the `status` and `scale` subresources.
+pub const SUBRESOURCE_VERBS: &[&str] = &["get", "patch", "update"];
+
+/// One resource type (e.g. `deployments.apps`), with every version it is served under.
+#[derive(Debug, Clone)]
+pub struct ResourceType {
+    /// "" for the core group.
+    pub group: String,
+    pub plural: String,
+    pub singular: String,
+    pub kind: String,
+    pub list_kind: String,
+    pub namespaced: bool,
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
+    /// In the order of Kubernetes version priority: the first served version is the preferred one.
+    pub versions: Vec<VersionInfo>,
+    pub status_subresource: bool,
+    pub scale_subresource: bool,
+    /// Where the `scale` subresource reads and writes replicas (set iff `scale_subresource`).
+    pub scale_paths: Option<ScalePaths>,
+    /// The CRD that defines this resource (`<plural>.<group>`); `None` for built-ins.
+    pub crd_name: Option<String>,
+}
+
+/// One version of a resource type.
+#[derive(Debug, Clone)]
+pub struct VersionInfo {
+    pub name: String,
+    pub served: bool,
+    pub storage: bool,
+    /// The structural schema of a CRD version (pruning, defaults, validation); `None` for built-ins.
+    pub schema: Option<Arc<Schema>>,
+    /// Table columns for this version (`additionalPrinterColumns` for CRDs).
+    pub columns: Vec<Column>,
+    /// The raw `openAPIV3Schema` of a CRD version, for the OpenAPI v3 documents.
+    pub openapi_schema: Option<Arc<Value>>,
+}
+
+/// `subresources.scale` of a CRD (JSON paths in the `.spec.replicas` form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalePaths {
+    pub spec_replicas: String,
+    pub status_replicas: String,
+    pub label_selector: Option<String>,
+}
+
+impl ResourceType {
+    /// `deployments.apps`, or `configmaps` for the core group.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// The version clients should use (the first served one by Kubernetes version priority).
+    pub fn preferred_version(&self) -> Option<&VersionInfo> {
+        self.versions.iter().find(|v| v.served)
+    }
+
+    /// The version objects are stored in.
+    pub fn storage_version(&self) -> Option<&VersionInfo> {
+        self.versions.iter().find(|v| v.storage)
+    }
+
+    /// A served version by name.
+    pub fn version(&self, name: &str) -> Option<&VersionInfo> {
+        self.versions.iter().find(|v| v.served && v.name == name)
+    }
+
+    /// `apps/v1`, or `v1` for the core group.
+    pub fn api_version(&self, version: &str) -> String {
+        if self.group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{}/{}", self.group, version)
+        }
+    }
+}
+
+/// Why a CRD cannot be served; messages name the offending field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CrdError {
+    #[error("spec.{field}: Required value")]
+    Missing { field: String },
+    #[error("spec.{field}: Invalid value: {message}")]
+    Invalid { field: String, message: String },
+    #[error(
+        "metadata.name: Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group ({expected:?})"
+    )]
+    NameMismatch { name: String, expected: String },
+    #[error("spec.versions[{index}].schema.openAPIV3Schema: Invalid value: {message}")]
+    Schema { index: usize, message: String },
+    #[error("{resource} is already served by {owner}")]
+    NameConflict { resource: String, owner: String },
+}
+
+/// The set of served resources; cheap to clone (shared).
+#[derive(Clone, Default)]
+pub struct Registry(Arc<RwLock<Inner>>);
+
+#[derive(Default)]
+struct Inner {
+    types: BTreeMap<(String, String), Arc<ResourceType>>,
+    /// Bumped on every change, so discovery/OpenAPI documents can be cached and hashed.
+    generation: u64,
+}
+
+/// The Istio CRDs installed at start, as a real mesh installation would have them.
+pub const ISTIO_CRDS: &[&str] = &[
+    include_str!("crds/virtualservices.networking.istio.io.yaml"),
+    include_str!("crds/destinationrules.networking.istio.io.yaml"),
+    include_str!("crds/gateways.networking.istio.io.yaml"),
+];
+
+/// The Istio CRD objects (parsed from [`ISTIO_CRDS`]).
+pub fn istio_crds() -> Vec<Value> {
+    ISTIO_CRDS
+        .iter()
+        .filter_map(|y| match serde_saphyr::from_str::<Value>(y) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!(error = %e, "embedded Istio CRD does not parse");
+                None
+            }
+        })
+        .collect()
+}
+
+struct Builtin {
+    group: &'static str,
+    versions: &'static [&'static str],
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+    categories: &'static [&'static str],
+    status: bool,
+    scale: bool,
+}
+
+const BUILTINS: &[Builtin] = &[
+    Builtin {
+        group: "",
+        versions: &["v1"],
+        plural: "namespaces",
+        kind: "Namespace",
+        namespaced: false,
+        short_names: &["ns"],
+        categories: &[],
+        status: true,
+        scale: false,
+    },
+    Builtin {
+        group: "",
+        versions: &["v1"],
+        plural: "configmaps",
+        kind: "ConfigMap",
+        namespaced: true,
+        short_names: &["cm"],
+        categories: &[],
+        status: false,
+        scale: false,
+    },
+    Builtin {
+        group: "",
+        versions: &["v1"],
+        plural: "secrets",
+        kind: "Secret",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        status: false,
+        scale: false,
+    },
+    Builtin {
+        group: "",
+        versions: &["v1"],
+        plural: "services",
+        kind: "Service",
+        namespaced: true,
+        short_names: &["svc"],
+        categories: &["all"],
+        status: true,
+        scale: false,
+    },
+    Builtin {
+        group: "",
+        versions: &["v1"],
+        plural: "events",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
+        categories: &[],
+        status: false,
+        scale: false,
+    },
+    Builtin {
+        group: "",
+        versions: &["v1"],
+        plural: "pods",
+        kind: "Pod",
+        namespaced: true,
+        short_names: &["po"],
+        categories: &["all"],
+        status: true,
+        scale: false,
+    },
+    Builtin {
+        group: "events.k8s.io",
+        versions: &["v1"],
+        plural: "events",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
+        categories: &[],
+        status: false,
+        scale: false,
+    },
+    Builtin {
+        group: "apps",
+        versions: &["v1"],
+        plural: "deployments",
+        kind: "Deployment",
+        namespaced: true,
+        short_names: &["deploy"],
+        categories: &["all"],
+        status: true,
+        scale: true,
+    },
+    Builtin {
+        group: "apps",
+        versions: &["v1"],
+        plural: "replicasets",
+        kind: "ReplicaSet",
+        namespaced: true,
+        short_names: &["rs"],
+        categories: &["all"],
+        status: true,
+        scale: true,
+    },
+    Builtin {
+        group: "autoscaling",
+        versions: &["v2", "v2beta2", "v2beta1"],
+        plural: "horizontalpodautoscalers",
+        kind: "HorizontalPodAutoscaler",
+        namespaced: true,
+        short_names: &["hpa"],
+        categories: &["all"],
+        status: true,
+        scale: false,
+    },
+    Builtin {
+        group: "coordination.k8s.io",
+        versions: &["v1"],
+        plural: "leases",
+        kind: "Lease",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        status: false,
+        scale: false,
+    },
+    Builtin {
+        group: "apiextensions.k8s.io",
+        versions: &["v1"],
+        plural: "customresourcedefinitions",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+        short_names: &["crd", "crds"],
+        categories: &["api-extensions"],
+        status: true,
+        scale: false,
+    },
+];
+
+fn strings(xs: &[&str]) -> Vec<String> {
+    xs.iter().map(|s| s.to_string()).collect()
+}
+
+fn builtin_type(b: &Builtin) -> ResourceType {
+    let columns = table::builtin_columns(b.group, b.plural);
+    let versions = b
+        .versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| VersionInfo {
+            name: v.to_string(),
+            served: true,
+            storage: i == 0,
+            schema: None,
+            columns: columns.clone(),
+            openapi_schema: None,
+        })
+        .collect();
+    ResourceType {
+        group: b.group.to_string(),
+        plural: b.plural.to_string(),
+        singular: b.kind.to_lowercase(),
+        kind: b.kind.to_string(),
+        list_kind: format!("{}List", b.kind),
+        namespaced: b.namespaced,
+        short_names: strings(b.short_names),
+        categories: strings(b.categories),
+        versions,
+        status_subresource: b.status,
+        scale_subresource: b.scale,
+        scale_paths: b.scale.then(|| ScalePaths {
+            spec_replicas: ".spec.replicas".into(),
+            status_replicas: ".status.replicas".into(),
+            label_selector: Some(".status.selector".into()),
+        }),
+        crd_name: None,
+    }
+}
+
+impl Registry {
+    /// An empty registry (serves nothing).
+    pub fn empty() -> Registry {
+        Registry::default()
+    }
+
+    /// The built-in resources plus the Istio CRDs.
+    pub fn builtin() -> Registry {
+        let reg = Registry::default();
+        {
+            let mut inner = reg.write();
+            for b in BUILTINS {
+                let t = builtin_type(b);
+                inner
+                    .types
+                    .insert((t.group.clone(), t.plural.clone()), Arc::new(t));
+            }
+        }
+        for crd in istio_crds() {
+            if let Err(e) = reg.apply_crd(&crd) {
+                tracing::error!(error = %e, "embedded Istio CRD is not servable");
+            }
+        }
+        reg
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        // Writers replace whole map entries, so a poisoned lock still holds a consistent map.
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        let mut g = self.0.write().unwrap_or_else(|e| e.into_inner());
+        g.generation += 1;
+        g
+    }
+
+    /// The resource served at `/apis/<group>/<version>/<plural>` (group "" = `/api/v1`), if that
+    /// version is served.
+    pub fn resolve(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
+        let inner = self.read();
+        let t = inner.types.get(&(group.to_string(), plural.to_string()))?;
+        t.version(version).is_some().then(|| t.clone())
+    }
+
+    /// The resource of `kind` served in `group`/`version` (e.g. for ownerReferences).
+    pub fn resolve_kind(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+    ) -> Option<Arc<ResourceType>> {
+        let inner = self.read();
+        inner
+            .types
+            .values()
+            .find(|t| t.group == group && t.kind == kind && t.version(version).is_some())
+            .cloned()
+    }
+
+    /// The resource `group`/`plural`, whatever its versions.
+    pub fn get(&self, group: &str, plural: &str) -> Option<Arc<ResourceType>> {
+        self.read()
+            .types
+            .get(&(group.to_string(), plural.to_string()))
+            .cloned()
+    }
+
+    /// Every resource, ordered by (group, plural).
+    pub fn all(&self) -> Vec<Arc<ResourceType>> {
+        self.read().types.values().cloned().collect()
+    }
+
+    /// Changes whenever a resource is registered or removed.
+    pub fn generation(&self) -> u64 {
+        self.read().generation
+    }
+
+    /// Every served group with its served versions, preferred first. The core group ("") is
+    /// included; groups are in the order the real server lists them (built-ins first, by name).
+    pub fn groups(&self) -> Vec<(String, Vec<String>)> {
+        let inner = self.read();
+        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for t in inner.types.values() {
+            let vs = groups.entry(t.group.clone()).or_default();
+            for v in t.versions.iter().filter(|v| v.served) {
+                if !vs.contains(&v.name) {
+                    vs.push(v.name.clone());
+                }
+            }
+        }
+        let mut out: Vec<(String, Vec<String>)> = groups
+            .into_iter()
+            .filter(|(_, vs)| !vs.is_empty())
+            .map(|(g, mut vs)| {
+                vs.sort_by(|a, b| version_priority(a, b));
+                (g, vs)
+            })
+            .collect();
+        // kubectl resolves an ambiguous short name (`ev`) to the first group listed.
+        let rank = |g: &str| {
+            BUILTIN_GROUP_ORDER
+                .iter()
+                .position(|b| *b == g)
+                .unwrap_or(BUILTIN_GROUP_ORDER.len())
+        };
+        out.sort_by(|(a, _), (b, _)| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
+        out
+    }
+
+    /// Registers (or updates) the resource a CRD defines. Fails, leaving the registry unchanged,
+    /// if the CRD is malformed or its names are taken by another resource.
+    pub fn apply_crd(&self, crd: &Value) -> Result<Arc<ResourceType>, CrdError> {
+        let t = Arc::new(resource_from_crd(crd)?);
+        let key = (t.group.clone(), t.plural.clone());
+        let mut inner = self.write();
+        if let Some(existing) = inner.types.get(&key)
+            && existing.crd_name != t.crd_name
+        {
+            return Err(CrdError::NameConflict {
+                resource: t.qualified(),
+                owner: existing
+                    .crd_name
+                    .clone()
+                    .unwrap_or_else(|| "a built-in resource".into()),
+            });
+        }
+        if let Some(other) = inner
+            .types
+            .values()
+            .find(|o| o.group == t.group && o.kind == t.kind && o.crd_name != t.crd_name)
+        {
+            return Err(CrdError::NameConflict {
+                resource: format!("kind {} in group {}", t.kind, t.group),
+                owner: other.qualified(),
+            });
+        }
+        inner.types.insert(key, t.clone());
+        Ok(t)
+    }
+
+    /// Stops serving the resources of the CRD named `crd_name`; returns what was removed.
+    pub fn remove_crd(&self, crd_name: &str) -> Option<Arc<ResourceType>> {
+        let mut inner = self.write();
+        let key = inner
+            .types
+            .iter()
+            .find(|(_, t)| t.crd_name.as_deref() == Some(crd_name))
+            .map(|(k, _)| k.clone())?;
+        inner.types.remove(&key)
+    }
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+fn string_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, CrdError> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(xs)) => xs
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| CrdError::Invalid {
+                        field: field.into(),
+                        message: "must be a list of strings".into(),
+                    })
+            })
+            .collect(),
+        Some(_) => Err(CrdError::Invalid {
+            field: field.into(),
+            message: "must be a list of strings".into(),
+        }),
+    }
+}
+
+/// The resource a `apiextensions.k8s.io/v1` CustomResourceDefinition defines.
+pub fn resource_from_crd(crd: &Value) -> Result<ResourceType, CrdError> {
+    let req = |path: &[&str], field: &str| -> Result<String, CrdError> {
+        match str_at(crd, path) {
+            Some(s) if !s.is_empty() => Ok(s.to_string()),
+            _ => Err(CrdError::Missing {
+                field: field.into(),
+            }),
+        }
+    };
+    let group = req(&["spec", "group"], "group")?;
+    let plural = req(&["spec", "names", "plural"], "names.plural")?;
+    let kind = req(&["spec", "names", "kind"], "names.kind")?;
+    let singular = str_at(crd, &["spec", "names", "singular"])
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| kind.to_lowercase());
+    let list_kind = str_at(crd, &["spec", "names", "listKind"])
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{kind}List"));
+    let namespaced = match str_at(crd, &["spec", "scope"]) {
+        Some("Namespaced") => true,
+        Some("Cluster") => false,
+        None => {
+            return Err(CrdError::Missing {
+                field: "scope".into(),
+            });
+        }
+        Some(other) => {
+            return Err(CrdError::Invalid {
+                field: "scope".into(),
+                message: format!("{other:?}: supported values: \"Cluster\", \"Namespaced\""),
+            });
+        }
+    };
+    let expected = format!("{plural}.{group}");
+    let name = str_at(crd, &["metadata", "name"]).unwrap_or_default();
+    if name != expected {
+        return Err(CrdError::NameMismatch {
+            name: name.to_string(),
+            expected,
+        });
+    }
+    let names = crd.pointer("/spec/names");
+    let short_names = string_list(names.and_then(|n| n.get("shortNames")), "names.shortNames")?;
+    let categories = string_list(names.and_then(|n| n.get("categories")), "names.categories")?;
+
+    let Some(raw_versions) = crd.pointer("/spec/versions").and_then(Value::as_array) else {
+        return Err(CrdError::Missing {
+            field: "versions".into(),
+        });
+    };
+    if raw_versions.is_empty() {
+        return Err(CrdError::Missing {
+            field: "versions".into(),
+        });
+    }
+    let mut versions = Vec::new();
+    let mut status_subresource = false;
+    let mut scale_paths = None;
+    for (i, v) in raw_versions.iter().enumerate() {
+        let vname = match v.get("name").and_then(Value::as_str) {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => {
+                return Err(CrdError::Missing {
+                    field: format!("versions[{i}].name"),
+                });
+            }
+        };
+        let flag = |k: &str| -> Result<bool, CrdError> {
+            match v.get(k) {
+                Some(Value::Bool(b)) => Ok(*b),
+                None => Ok(false),
+                Some(_) => Err(CrdError::Invalid {
+                    field: format!("versions[{i}].{k}"),
+                    message: "must be a boolean".into(),
+                }),
+            }
+        };
+        let (served, storage) = (flag("served")?, flag("storage")?);
+        let raw_schema = v.pointer("/schema/openAPIV3Schema");
+        let schema = match raw_schema {
+            Some(s) => Some(Arc::new(
+                Schema::new(s).map_err(|message| CrdError::Schema { index: i, message })?,
+            )),
+            None => None,
+        };
+        let printer = v
+            .get("additionalPrinterColumns")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new()));
+        if let Some(sub) = v.get("subresources") {
+            status_subresource |= sub.get("status").is_some_and(|s| !s.is_null());
+            if let Some(scale) = sub.get("scale").filter(|s| !s.is_null()) {
+                let spec_replicas = scale
+                    .get("specReplicasPath")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| CrdError::Missing {
+                        field: format!("versions[{i}].subresources.scale.specReplicasPath"),
+                    })?;
+                let status_replicas = scale
+                    .get("statusReplicasPath")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| CrdError::Missing {
+                        field: format!("versions[{i}].subresources.scale.statusReplicasPath"),
+                    })?;
+                scale_paths = Some(ScalePaths {
+                    spec_replicas: spec_replicas.into(),
+                    status_replicas: status_replicas.into(),
+                    label_selector: scale
+                        .get("labelSelectorPath")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                });
+            }
+        }
+        versions.push(VersionInfo {
+            name: vname,
+            served,
+            storage,
+            schema,
+            columns: table::crd_columns(&printer),
+            openapi_schema: raw_schema.cloned().map(Arc::new),
+        });
+    }
+    let storage_count = versions.iter().filter(|v| v.storage).count();
+    if storage_count != 1 {
+        return Err(CrdError::Invalid {
+            field: "versions".into(),
+            message: format!(
+                "must have exactly one version marked as storage version, found {storage_count}"
+            ),
+        });
+    }
+    versions.sort_by(|a, b| version_priority(&a.name, &b.name));
+    Ok(ResourceType {
+        group,
+        plural,
+        singular,
+        kind,
+        list_kind,
+        namespaced,
+        short_names,
+        categories,
+        versions,
+        status_subresource,
+        scale_subresource: scale_paths.is_some(),
+        scale_paths,
+        crd_name: Some(expected),
+    })
+}
+
+/// Kubernetes version priority (`Less` = `a` comes first): GA versions (v2 before v1), then betas,
+/// then alphas (higher major, then higher minor first), then anything else alphabetically.
+pub fn version_priority(a: &str, b: &str) -> Ordering {
+    fn parse(v: &str) -> Option<(u8, u64, u64)> {
+        let rest = v.strip_prefix('v')?;
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let major: u64 = rest[..digits].parse().ok()?;
+        let tail = &rest[digits..];
+        if tail.is_empty() {
+            return Some((0, major, 0));
+        }
+        for (rank, word) in [(1u8, "beta"), (2u8, "alpha")] {
+            if let Some(minor) = tail.strip_prefix(word) {
+                return Some((rank, major, minor.parse().ok()?));
+            }
+        }
+        None
+    }
+    match (parse(a), parse(b)) {
+        (Some((ra, ma, na)), Some((rb, mb, nb))) => ra.cmp(&rb).then(mb.cmp(&ma)).then(nb.cmp(&na)),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => a.cmp(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn version_priority_orders_like_kubernetes() {
+        let mut vs = vec![
+            "v1alpha3",
+            "v1",
+            "v1beta1",
+            "v2beta2",
+            "v2",
+            "foo",
+            "v2beta1",
+            "v10alpha1",
+        ];
+        vs.sort_by(|a, b| version_priority(a, b));
+        assert_eq!(
+            vs,
+            vec![
+                "v2",
+                "v1",
+                "v2beta2",
+                "v2beta1",
+                "v1beta1",
+                "v10alpha1",
+                "v1alpha3",
+                "foo"
+            ]
+        );
+    }
+}
