@@ -20,8 +20,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::Value;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use crate::schema::Schema;
+use crate::store::{EventType, ResourceId, Store, TypeInfo};
 use crate::table::{self, Column};
 
 /// The verbs every served resource supports.
@@ -499,8 +502,179 @@ impl Registry {
                 owner: other.qualified(),
             });
         }
+        // A CRD whose names changed stops serving the old ones.
+        inner
+            .types
+            .retain(|k, o| *k == key || o.crd_name.is_none() || o.crd_name != t.crd_name);
         inner.types.insert(key, t.clone());
         Ok(t)
+    }
+
+    /// Serves the CRDs stored in `store` and keeps following them: a created or updated
+    /// CustomResourceDefinition is served as soon as its event arrives (well within a second) and
+    /// gets its status written (`NamesAccepted` and `Established` conditions, `acceptedNames`,
+    /// `storedVersions`); a deleted one stops being served and its objects are deleted.
+    ///
+    /// Also installs the Istio CRDs ([`ISTIO_CRDS`]) into the store if they are absent, as a mesh
+    /// installation would have. Must be called from within a Tokio runtime; the task ends with
+    /// `shutdown`.
+    pub fn spawn_crd_controller(&self, store: Store, shutdown: CancellationToken) {
+        let crds = crd_resource_id();
+        // Subscribe before the initial sync so no change falls between the two.
+        let mut rx = store.subscribe();
+        for crd in istio_crds() {
+            let name = str_at(&crd, &["metadata", "name"])
+                .unwrap_or_default()
+                .to_string();
+            if store.get(&crds, "", &name).is_none()
+                && let Err(e) = store.create(&crds, crd)
+            {
+                tracing::error!(crd = %name, error = ?e, "cannot install Istio CRD");
+            }
+        }
+        self.resync(&store);
+        let reg = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    ev = rx.recv() => ev,
+                };
+                match ev {
+                    Ok(ev) if ev.resource == crds => match ev.kind {
+                        EventType::Deleted => reg.crd_deleted(&store, &ev.object),
+                        EventType::Added | EventType::Modified => reg.reconcile(&store, &ev.object),
+                    },
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => reg.resync(&store),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+
+    /// Makes the CRD-defined part of the registry equal to the CRDs in the store.
+    fn resync(&self, store: &Store) {
+        let stored = store.list(&crd_resource_id(), None);
+        let names: Vec<String> = stored
+            .iter()
+            .filter_map(|c| str_at(c, &["metadata", "name"]).map(str::to_string))
+            .collect();
+        let orphans: Vec<String> = self
+            .all()
+            .into_iter()
+            .filter_map(|t| t.crd_name.clone())
+            .filter(|n| !names.contains(n))
+            .collect();
+        for name in orphans {
+            self.remove_crd(&name);
+        }
+        for crd in stored {
+            self.reconcile(store, &crd);
+        }
+    }
+
+    /// Serves one CRD (unless it is being deleted) and writes its status.
+    fn reconcile(&self, store: &Store, crd: &Value) {
+        let Some(name) = str_at(crd, &["metadata", "name"]).map(str::to_string) else {
+            return;
+        };
+        if crd
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null())
+        {
+            // Terminating: stop serving new objects, as the real server stops accepting them.
+            self.remove_crd(&name);
+            return;
+        }
+        let outcome = self.apply_crd(crd);
+        if let Ok(t) = &outcome {
+            store.register_type(
+                &ResourceId::new(&t.group, &t.plural),
+                TypeInfo {
+                    status_subresource: t.status_subresource,
+                },
+            );
+        }
+        let conditions: [(&str, bool, &str, String); 2] = match &outcome {
+            Ok(_) => [
+                (
+                    "NamesAccepted",
+                    true,
+                    "NoConflicts",
+                    "no conflicts found".into(),
+                ),
+                (
+                    "Established",
+                    true,
+                    "InitialNamesAccepted",
+                    "the initial names have been accepted".into(),
+                ),
+            ],
+            Err(e @ CrdError::NameConflict { .. }) => [
+                ("NamesAccepted", false, "NameConflict", e.to_string()),
+                (
+                    "Established",
+                    false,
+                    "NotAccepted",
+                    "not all names are accepted".into(),
+                ),
+            ],
+            Err(e) => [
+                ("NamesAccepted", false, "InvalidSpec", e.to_string()),
+                (
+                    "Established",
+                    false,
+                    "NotAccepted",
+                    "the CRD is not valid".into(),
+                ),
+            ],
+        };
+        let accepted = outcome.as_ref().ok().map(|t| {
+            let mut names = serde_json::json!({
+                "plural": t.plural, "singular": t.singular, "kind": t.kind, "listKind": t.list_kind,
+            });
+            if let Some(m) = names.as_object_mut() {
+                if !t.short_names.is_empty() {
+                    m.insert("shortNames".into(), serde_json::json!(t.short_names));
+                }
+                if !t.categories.is_empty() {
+                    m.insert("categories".into(), serde_json::json!(t.categories));
+                }
+            }
+            (names, t.storage_version().map(|v| v.name.clone()))
+        });
+        let now = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let res = store.modify(&crd_resource_id(), "", &name, true, |obj| {
+            write_crd_status(obj, &conditions, accepted, &now);
+        });
+        if let Err(e) = res
+            && e.code != 404
+        {
+            tracing::warn!(crd = %name, error = ?e, "cannot write CRD status");
+        }
+    }
+
+    /// A CRD is gone: stop serving it and delete its objects, as the real server does.
+    fn crd_deleted(&self, store: &Store, crd: &Value) {
+        let Some(name) = str_at(crd, &["metadata", "name"]) else {
+            return;
+        };
+        let Some(t) = self.remove_crd(name) else {
+            return;
+        };
+        let rid = ResourceId::new(&t.group, &t.plural);
+        for obj in store.list(&rid, None) {
+            let ns = str_at(&obj, &["metadata", "namespace"]).unwrap_or_default();
+            let n = str_at(&obj, &["metadata", "name"]).unwrap_or_default();
+            if let Err(e) = store.delete(&rid, ns, n)
+                && e.code != 404
+            {
+                tracing::warn!(resource = %rid.qualified(), name = %n, error = ?e, "cannot delete object of a deleted CRD");
+            }
+        }
     }
 
     /// Stops serving the resources of the CRD named `crd_name`; returns what was removed.
@@ -512,6 +686,77 @@ impl Registry {
             .find(|(_, t)| t.crd_name.as_deref() == Some(crd_name))
             .map(|(k, _)| k.clone())?;
         inner.types.remove(&key)
+    }
+}
+
+fn crd_resource_id() -> ResourceId {
+    ResourceId::new("apiextensions.k8s.io", "customresourcedefinitions")
+}
+
+/// Sets the CRD status conditions (keeping `lastTransitionTime` when a condition's status does not
+/// change, so an unchanged CRD gets an unchanged status and the store emits nothing).
+fn write_crd_status(
+    obj: &mut Value,
+    conditions: &[(&str, bool, &str, String)],
+    accepted: Option<(Value, Option<String>)>,
+    now: &str,
+) {
+    let Some(root) = obj.as_object_mut() else {
+        return;
+    };
+    let status = root
+        .entry("status")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if !status.is_object() {
+        *status = Value::Object(serde_json::Map::new());
+    }
+    let Some(status) = status.as_object_mut() else {
+        return;
+    };
+    let old: Vec<Value> = status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut new_conditions = Vec::new();
+    for (type_, ok, reason, message) in conditions {
+        let s = if *ok { "True" } else { "False" };
+        let since = old
+            .iter()
+            .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
+            .filter(|c| c.get("status").and_then(Value::as_str) == Some(s))
+            .and_then(|c| c.get("lastTransitionTime").cloned())
+            .unwrap_or_else(|| Value::String(now.to_string()));
+        new_conditions.push(serde_json::json!({
+            "type": type_, "status": s, "lastTransitionTime": since, "reason": reason, "message": message,
+        }));
+    }
+    // Conditions of other types (set by someone else) are kept.
+    for c in old {
+        let t = c.get("type").and_then(Value::as_str).unwrap_or_default();
+        if !conditions.iter().any(|(ty, ..)| *ty == t) {
+            new_conditions.push(c);
+        }
+    }
+    status.insert("conditions".into(), Value::Array(new_conditions));
+    if let Some((names, storage)) = accepted {
+        status.insert("acceptedNames".into(), names);
+        let mut stored: Vec<Value> = status
+            .get("storedVersions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(v) = storage
+            && !stored.iter().any(|s| s.as_str() == Some(v.as_str()))
+        {
+            stored.push(Value::String(v));
+        }
+        status.insert("storedVersions".into(), Value::Array(stored));
+    } else if !status.contains_key("acceptedNames") {
+        status.insert(
+            "acceptedNames".into(),
+            serde_json::json!({ "plural": "", "kind": "" }),
+        );
     }
 }
 
