@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod faults;
+mod jsonpath;
 pub mod mesh;
 pub mod patch;
 pub mod registry;

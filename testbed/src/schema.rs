@@ -493,7 +493,7 @@ fn quote(s: &str) -> String {
 
 /// Go's `%v` of a float64 (`strconv.FormatFloat(f, 'g', -1, 64)`): shortest digits, exponent
 /// form when the decimal exponent is below -4 or at least 6 (`1e+06`).
-fn go_float(f: f64) -> String {
+pub(crate) fn go_float(f: f64) -> String {
     if f == 0.0 || !f.is_finite() {
         return format!("{f}");
     }
