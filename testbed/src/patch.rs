@@ -1268,6 +1268,18 @@ mod tests {
         }
 
         #[test]
+        fn strategic_equals_merge_patch_without_lists_or_directives(target in arb_json(), patch in arb_json()) {
+            // With only maps and scalars, strategic merge patch is plain JSON merge patch.
+            let text = patch.to_string();
+            prop_assume!(patch.is_object() && !text.contains('[') && !text.contains('$'));
+            let mut merged = target.clone();
+            merge_patch(&mut merged, &patch);
+            let mut strategic = target.clone();
+            strategic_merge_patch(&mut strategic, &patch).unwrap();
+            prop_assert_eq!(strategic, merged);
+        }
+
+        #[test]
         fn random_bodies_never_panic(target in arb_json(), patch in arb_json()) {
             let mut t = target.clone();
             let _ = json_patch(&mut t, &patch);

@@ -50,6 +50,40 @@ impl fmt::Display for FieldError {
     }
 }
 
+/// The `Status.message` of a 422 Invalid answer, as the API server words it:
+/// `Canary.flagger.app "podinfo" is invalid: spec.targetRef: Required value` (several errors are
+/// joined as `[a, b]`; identical ones once). `kind` is e.g. `Canary`, `group` `flagger.app` (empty
+/// for the core group).
+pub fn invalid_message(kind: &str, group: &str, name: &str, errors: &[FieldError]) -> String {
+    let qualified = if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for e in errors {
+        let text = e.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+    }
+    let joined = match parts.len() {
+        1 => parts.remove(0),
+        _ => format!("[{}]", parts.join(", ")),
+    };
+    format!("{qualified} {name:?} is invalid: {joined}")
+}
+
+/// The texts the API server uses for pruned fields: the 400 message under
+/// `fieldValidation=Strict` is `strict decoding error: ` followed by these joined with `, `, and
+/// under `Warn` each one is a `Warning` header.
+pub fn unknown_field_warnings(dropped: &[String]) -> Vec<String> {
+    dropped
+        .iter()
+        .map(|p| format!("unknown field {p:?}"))
+        .collect()
+}
+
 /// A CRD version's `openAPIV3Schema`, ready to prune, default and validate objects.
 #[derive(Debug, Clone)]
 pub struct Schema {
@@ -1573,6 +1607,23 @@ mod tests {
             let e = Schema::new(&schema).expect_err(&schema.to_string());
             assert!(e.contains(want), "{schema}: {e}");
         }
+    }
+
+    #[test]
+    fn status_messages() {
+        let errs = canary_schema().validate(&json!({"spec": {"targetRef": {"kind": "X"}}}));
+        assert_eq!(
+            invalid_message("Canary", "flagger.app", "podinfo", &errs),
+            "Canary.flagger.app \"podinfo\" is invalid: [spec.targetRef.name: Required value, spec.targetRef.kind: Unsupported value: \"X\": supported values: \"Deployment\", \"DaemonSet\"]"
+        );
+        assert_eq!(
+            invalid_message("ConfigMap", "", "c", &errs[..1]),
+            "ConfigMap \"c\" is invalid: spec.targetRef.name: Required value"
+        );
+        assert_eq!(
+            unknown_field_warnings(&["spec.foo".to_string()]),
+            vec!["unknown field \"spec.foo\""]
+        );
     }
 
     #[test]

@@ -1331,7 +1331,13 @@ mod tests {
     }
 
     /// (group, plural, object, visible column names, visible cells)
-    type BuiltinCase = (&'static str, &'static str, Value, Vec<&'static str>, Vec<Value>);
+    type BuiltinCase = (
+        &'static str,
+        &'static str,
+        Value,
+        Vec<&'static str>,
+        Vec<Value>,
+    );
 
     #[test]
     fn builtin_tables() {
