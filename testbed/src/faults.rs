@@ -1,1 +1,240 @@
 //! Fault injection and request statistics (owner: testbed-api helper).
+//!
+//! [`Faults`] decides, per API request, whether to fail it with one of the configured codes
+//! (`409`, `429` with `Retry-After`, `500`, `502`, `503`, `504`), how much latency to add, and after how
+//! long watch streams are cut. It is shared by the HTTP server (`POST /testbed/faults`, body: a
+//! [`FaultConfig`] in camelCase JSON, plus `"compact": true` to drop the watch history) and the
+//! library (`Testbed::faults()`). Faults apply to resource requests under `/api` and `/apis` only,
+//! never to discovery, `/testbed/*` or in-process controllers. A 409 is injected on writes only
+//! (a conflict on a read does not exist on a real server).
+//!
+//! [`Stats`] counts requests by verb (GET, LIST, WATCH, POST, PUT, PATCH, DELETE), by resource
+//! (`deployments.apps`), by verb and resource, and by User-Agent (`GET /testbed/stats`).
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::store::Store;
+
+/// The status codes that can be injected.
+pub const INJECTABLE_CODES: &[u16] = &[409, 429, 500, 502, 503, 504];
+
+/// What to inject. Defaults inject nothing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct FaultConfig {
+    /// Fraction of requests (0.0..=1.0) that fail with one of `error_codes`.
+    pub error_rate: f64,
+    /// Codes to choose from (uniformly); empty means 500.
+    pub error_codes: Vec<u16>,
+    /// Only these verbs (GET, LIST, WATCH, POST, PUT, PATCH, DELETE) fail; empty means all.
+    pub verbs: Vec<String>,
+    /// Added to every resource request.
+    pub latency_ms: u64,
+    /// Watch streams are closed after this many seconds (0 = never).
+    pub watch_close_seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FaultError {
+    #[error("errorRate: must be between 0 and 1, got {0}")]
+    ErrorRate(f64),
+    #[error("errorCodes: {0} cannot be injected (supported: 409, 429, 500, 502, 503, 504)")]
+    Code(u16),
+    #[error("verbs: unknown verb {0:?} (supported: GET, LIST, WATCH, POST, PUT, PATCH, DELETE)")]
+    Verb(String),
+    #[error("watchCloseSeconds: must be a finite number >= 0, got {0}")]
+    WatchClose(f64),
+    #[error("latencyMs: must be at most 60000, got {0}")]
+    Latency(u64),
+}
+
+const VERBS: &[&str] = &["GET", "LIST", "WATCH", "POST", "PUT", "PATCH", "DELETE"];
+
+impl FaultConfig {
+    pub fn validate(&self) -> Result<(), FaultError> {
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            return Err(FaultError::ErrorRate(self.error_rate));
+        }
+        if let Some(c) = self.error_codes.iter().find(|c| !INJECTABLE_CODES.contains(c)) {
+            return Err(FaultError::Code(*c));
+        }
+        if let Some(v) = self.verbs.iter().find(|v| !VERBS.contains(&v.as_str())) {
+            return Err(FaultError::Verb(v.clone()));
+        }
+        if !self.watch_close_seconds.is_finite() || self.watch_close_seconds < 0.0 {
+            return Err(FaultError::WatchClose(self.watch_close_seconds));
+        }
+        if self.latency_ms > 60_000 {
+            return Err(FaultError::Latency(self.latency_ms));
+        }
+        Ok(())
+    }
+}
+
+/// An error to answer instead of serving the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InjectedFault {
+    pub code: u16,
+}
+
+/// Shared fault switchboard; cheap to clone.
+#[derive(Clone)]
+pub struct Faults {
+    config: Arc<Mutex<FaultConfig>>,
+    store: Store,
+}
+
+impl Faults {
+    pub fn new(store: Store) -> Self {
+        Self { config: Arc::new(Mutex::new(FaultConfig::default())), store }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FaultConfig> {
+        self.config.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the configuration (validated first; unchanged on error).
+    pub fn set(&self, cfg: FaultConfig) -> Result<(), FaultError> {
+        cfg.validate()?;
+        *self.lock() = cfg;
+        Ok(())
+    }
+
+    pub fn get(&self) -> FaultConfig {
+        self.lock().clone()
+    }
+
+    /// Stops injecting anything.
+    pub fn clear(&self) {
+        *self.lock() = FaultConfig::default();
+    }
+
+    /// Drops the store's watch history: watches resumed from an older resourceVersion get 410.
+    pub fn compact(&self) {
+        self.store.compact();
+    }
+
+    pub fn latency(&self) -> Duration {
+        Duration::from_millis(self.lock().latency_ms)
+    }
+
+    /// How long a watch may stay open before the server cuts it.
+    pub fn watch_close_after(&self) -> Option<Duration> {
+        let s = self.lock().watch_close_seconds;
+        (s > 0.0).then(|| Duration::from_secs_f64(s))
+    }
+
+    /// Whether to fail a request with this verb, and how.
+    pub fn decide(&self, verb: &str) -> Option<InjectedFault> {
+        let cfg = self.lock();
+        if cfg.error_rate <= 0.0 || !(cfg.verbs.is_empty() || cfg.verbs.iter().any(|v| v == verb)) {
+            return None;
+        }
+        let is_write = matches!(verb, "POST" | "PUT" | "PATCH" | "DELETE");
+        let codes: Vec<u16> = if cfg.error_codes.is_empty() {
+            vec![500]
+        } else {
+            cfg.error_codes.iter().copied().filter(|c| *c != 409 || is_write).collect()
+        };
+        if codes.is_empty() {
+            return None;
+        }
+        let mut rng = rand::rng();
+        if !rng.random_bool(cfg.error_rate) {
+            return None;
+        }
+        Some(InjectedFault { code: codes[rng.random_range(0..codes.len())] })
+    }
+}
+
+/// Request counters (a snapshot is what `GET /testbed/stats` returns).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsSnapshot {
+    pub total: u64,
+    pub by_verb: BTreeMap<String, u64>,
+    pub by_resource: BTreeMap<String, u64>,
+    /// `"PATCH deployments.apps"` -> count.
+    pub by_verb_and_resource: BTreeMap<String, u64>,
+    pub by_user_agent: BTreeMap<String, u64>,
+    /// Requests answered with an injected error.
+    pub faults_injected: u64,
+}
+
+#[derive(Clone, Default)]
+pub struct Stats(Arc<Mutex<StatsSnapshot>>);
+
+impl Stats {
+    fn lock(&self) -> MutexGuard<'_, StatsSnapshot> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn record(&self, verb: &str, resource: &str, user_agent: &str) {
+        let mut s = self.lock();
+        s.total += 1;
+        *s.by_verb.entry(verb.to_string()).or_default() += 1;
+        *s.by_resource.entry(resource.to_string()).or_default() += 1;
+        *s.by_verb_and_resource.entry(format!("{verb} {resource}")).or_default() += 1;
+        *s.by_user_agent.entry(user_agent.to_string()).or_default() += 1;
+    }
+
+    pub fn record_fault(&self) {
+        self.lock().faults_injected += 1;
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.lock().clone()
+    }
+
+    pub fn reset(&self) {
+        *self.lock() = StatsSnapshot::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn invalid_configs_name_the_field() {
+        let f = Faults::new(Store::default());
+        let bad = [
+            (FaultConfig { error_rate: 1.5, ..Default::default() }, "errorRate"),
+            (FaultConfig { error_codes: vec![404], ..Default::default() }, "errorCodes"),
+            (FaultConfig { verbs: vec!["FETCH".into()], ..Default::default() }, "verbs"),
+            (FaultConfig { watch_close_seconds: -1.0, ..Default::default() }, "watchCloseSeconds"),
+        ];
+        for (cfg, field) in bad {
+            let err = f.set(cfg).unwrap_err().to_string();
+            assert!(err.starts_with(field), "{err}");
+        }
+        assert_eq!(f.get(), FaultConfig::default());
+    }
+
+    #[test]
+    fn rate_and_verbs_are_honoured() {
+        let f = Faults::new(Store::default());
+        assert_eq!(f.decide("GET"), None);
+        f.set(FaultConfig {
+            error_rate: 1.0,
+            error_codes: vec![409],
+            verbs: vec![],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(f.decide("GET"), None, "no conflicts on reads");
+        assert_eq!(f.decide("PUT"), Some(InjectedFault { code: 409 }));
+        f.set(FaultConfig { error_rate: 1.0, verbs: vec!["LIST".into()], ..Default::default() })
+            .unwrap();
+        assert_eq!(f.decide("GET"), None);
+        assert_eq!(f.decide("LIST"), Some(InjectedFault { code: 500 }));
+        f.set(FaultConfig { error_rate: 0.3, error_codes: vec![503], ..Default::default() })
+            .unwrap();
+        let hits = (0..10_000).filter(|_| f.decide("GET").is_some()).count();
+        assert!((2500..3500).contains(&hits), "{hits}");
+    }
+}

@@ -110,6 +110,9 @@ pub struct StoreEvent {
     /// The resourceVersion this event committed (for a synthetic ADDED of a watch start, the
     /// object's own RV).
     pub rv: u64,
+    /// The object before this change (None for ADDED), so selector-filtered watches can turn a
+    /// MODIFIED into ADDED/DELETED when an object enters or leaves the selection.
+    pub old: Option<Arc<Value>>,
 }
 
 impl StoreEvent {
@@ -617,6 +620,7 @@ impl Store {
                         resource: r.clone(),
                         rv: rv_of(&o).parse().unwrap_or(0),
                         object: o,
+                        old: None,
                     })
                 })
                 .collect(),
