@@ -797,6 +797,7 @@ impl State {
             resource: r.clone(),
             object: obj.clone(),
             rv,
+            old,
         });
         self.history.push_back(event.clone());
         self.trim_history();
