@@ -58,7 +58,11 @@ impl FaultConfig {
         if !(0.0..=1.0).contains(&self.error_rate) {
             return Err(FaultError::ErrorRate(self.error_rate));
         }
-        if let Some(c) = self.error_codes.iter().find(|c| !INJECTABLE_CODES.contains(c)) {
+        if let Some(c) = self
+            .error_codes
+            .iter()
+            .find(|c| !INJECTABLE_CODES.contains(c))
+        {
             return Err(FaultError::Code(*c));
         }
         if let Some(v) = self.verbs.iter().find(|v| !VERBS.contains(&v.as_str())) {
@@ -89,7 +93,10 @@ pub struct Faults {
 
 impl Faults {
     pub fn new(store: Store) -> Self {
-        Self { config: Arc::new(Mutex::new(FaultConfig::default())), store }
+        Self {
+            config: Arc::new(Mutex::new(FaultConfig::default())),
+            store,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, FaultConfig> {
@@ -137,7 +144,11 @@ impl Faults {
         let codes: Vec<u16> = if cfg.error_codes.is_empty() {
             vec![500]
         } else {
-            cfg.error_codes.iter().copied().filter(|c| *c != 409 || is_write).collect()
+            cfg.error_codes
+                .iter()
+                .copied()
+                .filter(|c| *c != 409 || is_write)
+                .collect()
         };
         if codes.is_empty() {
             return None;
@@ -146,7 +157,9 @@ impl Faults {
         if !rng.random_bool(cfg.error_rate) {
             return None;
         }
-        Some(InjectedFault { code: codes[rng.random_range(0..codes.len())] })
+        Some(InjectedFault {
+            code: codes[rng.random_range(0..codes.len())],
+        })
     }
 }
 
@@ -177,7 +190,9 @@ impl Stats {
         s.total += 1;
         *s.by_verb.entry(verb.to_string()).or_default() += 1;
         *s.by_resource.entry(resource.to_string()).or_default() += 1;
-        *s.by_verb_and_resource.entry(format!("{verb} {resource}")).or_default() += 1;
+        *s.by_verb_and_resource
+            .entry(format!("{verb} {resource}"))
+            .or_default() += 1;
         *s.by_user_agent.entry(user_agent.to_string()).or_default() += 1;
     }
 
@@ -203,10 +218,34 @@ mod tests {
     fn invalid_configs_name_the_field() {
         let f = Faults::new(Store::default());
         let bad = [
-            (FaultConfig { error_rate: 1.5, ..Default::default() }, "errorRate"),
-            (FaultConfig { error_codes: vec![404], ..Default::default() }, "errorCodes"),
-            (FaultConfig { verbs: vec!["FETCH".into()], ..Default::default() }, "verbs"),
-            (FaultConfig { watch_close_seconds: -1.0, ..Default::default() }, "watchCloseSeconds"),
+            (
+                FaultConfig {
+                    error_rate: 1.5,
+                    ..Default::default()
+                },
+                "errorRate",
+            ),
+            (
+                FaultConfig {
+                    error_codes: vec![404],
+                    ..Default::default()
+                },
+                "errorCodes",
+            ),
+            (
+                FaultConfig {
+                    verbs: vec!["FETCH".into()],
+                    ..Default::default()
+                },
+                "verbs",
+            ),
+            (
+                FaultConfig {
+                    watch_close_seconds: -1.0,
+                    ..Default::default()
+                },
+                "watchCloseSeconds",
+            ),
         ];
         for (cfg, field) in bad {
             let err = f.set(cfg).unwrap_err().to_string();
@@ -228,12 +267,20 @@ mod tests {
         .unwrap();
         assert_eq!(f.decide("GET"), None, "no conflicts on reads");
         assert_eq!(f.decide("PUT"), Some(InjectedFault { code: 409 }));
-        f.set(FaultConfig { error_rate: 1.0, verbs: vec!["LIST".into()], ..Default::default() })
-            .unwrap();
+        f.set(FaultConfig {
+            error_rate: 1.0,
+            verbs: vec!["LIST".into()],
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(f.decide("GET"), None);
         assert_eq!(f.decide("LIST"), Some(InjectedFault { code: 500 }));
-        f.set(FaultConfig { error_rate: 0.3, error_codes: vec![503], ..Default::default() })
-            .unwrap();
+        f.set(FaultConfig {
+            error_rate: 0.3,
+            error_codes: vec![503],
+            ..Default::default()
+        })
+        .unwrap();
         let hits = (0..10_000).filter(|_| f.decide("GET").is_some()).count();
         assert!((2500..3500).contains(&hits), "{hits}");
     }

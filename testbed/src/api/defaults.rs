@@ -63,7 +63,8 @@ mod tests {
         apply(&ResourceId::new("apps", "deployments"), &mut d);
         assert_eq!(d["spec"]["replicas"], json!(3));
         assert_eq!(d["spec"]["progressDeadlineSeconds"], json!(600));
-        let mut s = json!({"spec": {"ports": [{"port": 80}, {"port": 9090, "targetPort": "http"}]}});
+        let mut s =
+            json!({"spec": {"ports": [{"port": 80}, {"port": 9090, "targetPort": "http"}]}});
         apply(&ResourceId::new("", "services"), &mut s);
         assert_eq!(s["spec"]["ports"][0]["targetPort"], json!(80));
         assert_eq!(s["spec"]["ports"][1]["targetPort"], json!("http"));

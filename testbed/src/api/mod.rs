@@ -67,7 +67,9 @@ async fn set_faults(State(st): State<ApiState>, body: bytes::Bytes) -> Response 
         .is_some_and(|c| c == json!(true));
     let cfg: FaultConfig = match serde_json::from_value(v) {
         Ok(c) => c,
-        Err(e) => return error_response(&ApiError::bad_request(format!("invalid fault config: {e}"))),
+        Err(e) => {
+            return error_response(&ApiError::bad_request(format!("invalid fault config: {e}")));
+        }
     };
     if let Err(e) = st.faults.set(cfg) {
         return error_response(&ApiError::bad_request(e.to_string()));
@@ -79,9 +81,15 @@ async fn set_faults(State(st): State<ApiState>, body: bytes::Bytes) -> Response 
 }
 
 async fn get_faults(State(st): State<ApiState>) -> Response {
-    json_response(StatusCode::OK, &serde_json::to_value(st.faults.get()).unwrap_or_default())
+    json_response(
+        StatusCode::OK,
+        &serde_json::to_value(st.faults.get()).unwrap_or_default(),
+    )
 }
 
 async fn get_stats(State(st): State<ApiState>) -> Response {
-    json_response(StatusCode::OK, &serde_json::to_value(st.stats.snapshot()).unwrap_or_default())
+    json_response(
+        StatusCode::OK,
+        &serde_json::to_value(st.stats.snapshot()).unwrap_or_default(),
+    )
 }

@@ -42,7 +42,14 @@ pub fn parse_path(path: &str) -> Option<Target> {
         [p, n, s] => (p.to_string(), Some(owned(n)), Some(owned(s))),
         _ => return None,
     };
-    Some(Target { group, version, namespace, plural, name, subresource })
+    Some(Target {
+        group,
+        version,
+        namespace,
+        plural,
+        name,
+        subresource,
+    })
 }
 
 /// Query parameters (last value wins, as the API server reads them).
@@ -51,7 +58,9 @@ pub struct Query(BTreeMap<String, String>);
 
 impl Query {
     pub fn parse(raw: Option<&str>) -> Result<Self, String> {
-        let Some(raw) = raw else { return Ok(Self::default()) };
+        let Some(raw) = raw else {
+            return Ok(Self::default());
+        };
         let uri: http::Uri = format!("/?{raw}")
             .parse()
             .map_err(|e| format!("invalid query string: {e}"))?;
@@ -106,10 +115,22 @@ mod tests {
     fn paths() {
         let cases = [
             ("/api/v1/namespaces", t("", None, "namespaces", None, None)),
-            ("/api/v1/namespaces/x", t("", None, "namespaces", Some("x"), None)),
-            ("/api/v1/namespaces/x/status", t("", None, "namespaces", Some("x"), Some("status"))),
-            ("/api/v1/namespaces/x/pods", t("", Some("x"), "pods", None, None)),
-            ("/api/v1/namespaces/x/pods/", t("", Some("x"), "pods", None, None)),
+            (
+                "/api/v1/namespaces/x",
+                t("", None, "namespaces", Some("x"), None),
+            ),
+            (
+                "/api/v1/namespaces/x/status",
+                t("", None, "namespaces", Some("x"), Some("status")),
+            ),
+            (
+                "/api/v1/namespaces/x/pods",
+                t("", Some("x"), "pods", None, None),
+            ),
+            (
+                "/api/v1/namespaces/x/pods/",
+                t("", Some("x"), "pods", None, None),
+            ),
             ("/api/v1/pods", t("", None, "pods", None, None)),
             (
                 "/apis/apps/v1/namespaces/d/deployments/a/scale",

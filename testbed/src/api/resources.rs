@@ -38,7 +38,10 @@ pub async fn handle(State(st): State<ApiState>, req: Request) -> Response {
 
 pub fn json_response(code: StatusCode, body: &Value) -> Response {
     let mut resp = (code, body.to_string()).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -54,11 +57,19 @@ pub fn error_response(e: &ApiError) -> Response {
 }
 
 fn path_not_found() -> ApiError {
-    ApiError::new(404, "NotFound", "the server could not find the requested resource")
+    ApiError::new(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
 }
 
 fn method_not_allowed(method: &Method) -> ApiError {
-    ApiError::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({method})"))
+    ApiError::new(
+        405,
+        "MethodNotAllowed",
+        format!("the server does not allow this method on the requested resource ({method})"),
+    )
 }
 
 /// The object as a client reading through `version` sees it.
@@ -116,7 +127,9 @@ async fn serve(st: &ApiState, req: Request) -> Result<Response, ApiError> {
         .resolve(&target.group, &target.version, &target.plural)
         .ok_or_else(path_not_found)?;
     let rid = ResourceId::new(&rt.group, &rt.plural);
-    let info = TypeInfo { status_subresource: rt.status_subresource };
+    let info = TypeInfo {
+        status_subresource: rt.status_subresource,
+    };
     if st.store.type_info(&rid) != info {
         st.store.register_type(&rid, info);
     }
@@ -142,7 +155,9 @@ async fn serve(st: &ApiState, req: Request) -> Result<Response, ApiError> {
         (&Method::PUT, true) => Verb::Update,
         (&Method::PATCH, true) => Verb::Patch,
         (&Method::DELETE, true) if target.subresource.is_none() => Verb::Delete,
-        (&Method::DELETE, false) if target.namespace.is_some() || !rt.namespaced => Verb::DeleteCollection,
+        (&Method::DELETE, false) if target.namespace.is_some() || !rt.namespaced => {
+            Verb::DeleteCollection
+        }
         (m, _) => return Err(method_not_allowed(m)),
     };
     let user_agent = parts
@@ -150,19 +165,33 @@ async fn serve(st: &ApiState, req: Request) -> Result<Response, ApiError> {
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("unknown");
-    st.stats.record(verb.stat_name(), &rt.qualified(), user_agent);
+    st.stats
+        .record(verb.stat_name(), &rt.qualified(), user_agent);
     let latency = st.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     if let Some(f) = st.faults.decide(verb.stat_name()) {
         st.stats.record_fault();
-        return Err(injected(f.code, &rid, target.name.as_deref().unwrap_or_default()));
+        return Err(injected(
+            f.code,
+            &rid,
+            target.name.as_deref().unwrap_or_default(),
+        ));
     }
     if query.get("dryRun").is_some_and(|v| !v.is_empty()) {
-        return Err(ApiError::bad_request("dryRun is not supported by the testbed"));
+        return Err(ApiError::bad_request(
+            "dryRun is not supported by the testbed",
+        ));
     }
-    let ctx = Ctx { st, rt, rid, target, query, headers: parts.headers };
+    let ctx = Ctx {
+        st,
+        rt,
+        rid,
+        target,
+        query,
+        headers: parts.headers,
+    };
     let body = match verb {
         Verb::Create | Verb::Update | Verb::Patch | Verb::Delete | Verb::DeleteCollection => {
             read_body(&ctx.headers, body).await?
@@ -185,13 +214,25 @@ fn injected(code: u16, r: &ResourceId, name: &str) -> ApiError {
     let mut e = match code {
         409 => ApiError::conflict(r, name, "injected conflict (testbed fault)"),
         429 => {
-            let mut e = ApiError::new(429, "TooManyRequests", "injected: too many requests (testbed fault)");
+            let mut e = ApiError::new(
+                429,
+                "TooManyRequests",
+                "injected: too many requests (testbed fault)",
+            );
             e.retry_after = Some(1);
             e
         }
-        503 => ApiError::new(503, "ServiceUnavailable", "injected: service unavailable (testbed fault)"),
+        503 => ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "injected: service unavailable (testbed fault)",
+        ),
         504 => ApiError::new(504, "Timeout", "injected: timeout (testbed fault)"),
-        c => ApiError::new(c, "InternalError", "injected: internal error (testbed fault)"),
+        c => ApiError::new(
+            c,
+            "InternalError",
+            "injected: internal error (testbed fault)",
+        ),
     };
     if code == 503 {
         e.retry_after = Some(1);
@@ -200,7 +241,13 @@ fn injected(code: u16, r: &ResourceId, name: &str) -> ApiError {
 }
 
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
-    let too_large = || ApiError::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {MAX_BODY}"));
+    let too_large = || {
+        ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {MAX_BODY}"),
+        )
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -236,27 +283,42 @@ fn unsupported_media(got: &str, accepted: &str) -> ApiError {
     ApiError::new(
         415,
         "UnsupportedMediaType",
-        format!("the body of the request was in an unknown format ({got:?}) - accepted media types include: {accepted}"),
+        format!(
+            "the body of the request was in an unknown format ({got:?}) - accepted media types include: {accepted}"
+        ),
     )
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
 }
 
 fn parse_yaml(body: &[u8]) -> Result<Value, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
-    serde_saphyr::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
+    serde_saphyr::from_str::<Value>(text)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))
 }
 
 /// Items of a LIST page after the `continue` key, and the token for the next page.
 fn decode_continue(token: &str) -> Result<(u64, String, String), ApiError> {
     let bad = || ApiError::bad_request(format!("continue key is not valid: {token:?}"));
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let rv = v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?;
-    let ns = v.get("ns").and_then(Value::as_str).ok_or_else(bad)?.to_string();
-    let name = v.get("name").and_then(Value::as_str).ok_or_else(bad)?.to_string();
+    let ns = v
+        .get("ns")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?
+        .to_string();
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?
+        .to_string();
     Ok((rv, ns, name))
 }
 
@@ -267,7 +329,9 @@ fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
 
 /// Reads `.a.b` (a CRD scale path) from an object.
 fn at_path<'v>(obj: &'v Value, path: &str) -> Option<&'v Value> {
-    path.trim_start_matches('.').split('.').try_fold(obj, |v, k| v.get(k))
+    path.trim_start_matches('.')
+        .split('.')
+        .try_fold(obj, |v, k| v.get(k))
 }
 
 fn set_path(obj: &mut Value, path: &str, value: Value) {
@@ -302,7 +366,11 @@ fn selector_string(sel: &Value) -> String {
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            match e.get("operator").and_then(Value::as_str).unwrap_or_default() {
+            match e
+                .get("operator")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+            {
                 "In" => parts.push(format!("{key} in ({})", values.join(","))),
                 "NotIn" => parts.push(format!("{key} notin ({})", values.join(","))),
                 "Exists" => parts.push(key.to_string()),
@@ -332,7 +400,10 @@ impl Ctx<'_> {
     }
 
     fn columns(&self) -> Vec<Column> {
-        self.rt.version(self.version()).map(|v| v.columns.clone()).unwrap_or_default()
+        self.rt
+            .version(self.version())
+            .map(|v| v.columns.clone())
+            .unwrap_or_default()
     }
 
     /// `Accept: application/json;as=Table;v=v1;g=meta.k8s.io` (first acceptable entry wins).
@@ -343,15 +414,25 @@ impl Ctx<'_> {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|entry| {
-                let params: Vec<String> = entry.split(';').map(|p| p.trim().replace(' ', "")).collect();
-                params.iter().any(|p| p == "as=Table") && params.iter().any(|p| p == "g=meta.k8s.io")
+                let params: Vec<String> = entry
+                    .split(';')
+                    .map(|p| p.trim().replace(' ', ""))
+                    .collect();
+                params.iter().any(|p| p == "as=Table")
+                    && params.iter().any(|p| p == "g=meta.k8s.io")
             })
     }
 
     fn table(&self, objects: &[Value], list_meta: Value) -> Value {
         let include = self.query.get("includeObject").unwrap_or("Metadata");
         let refs: Vec<&Value> = objects.iter().collect();
-        crate::table::render(&self.columns(), &refs, include, list_meta, jiff::Timestamp::now().as_second())
+        crate::table::render(
+            &self.columns(),
+            &refs,
+            include,
+            list_meta,
+            jiff::Timestamp::now().as_second(),
+        )
     }
 
     fn ok(&self, code: StatusCode, obj: &Value, warnings: &[String]) -> Response {
@@ -373,8 +454,9 @@ impl Ctx<'_> {
     }
 
     fn selectors(&self) -> Result<(LabelSelector, FieldSelector), ApiError> {
-        let labels = LabelSelector::parse(self.query.str("labelSelector"))
-            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: labelSelector: {e}")))?;
+        let labels = LabelSelector::parse(self.query.str("labelSelector")).map_err(|e| {
+            ApiError::bad_request(format!("unable to parse requirement: labelSelector: {e}"))
+        })?;
         let fields = FieldSelector::parse(self.query.str("fieldSelector"))
             .map_err(|e| ApiError::bad_request(format!("fieldSelector: {e}")))?;
         Ok((labels, fields))
@@ -395,12 +477,19 @@ impl Ctx<'_> {
 
     fn list(&self) -> Result<Response, ApiError> {
         let (labels, fields) = self.selectors()?;
-        let limit = self.query.u64("limit").map_err(ApiError::bad_request)?.filter(|l| *l > 0);
+        let limit = self
+            .query
+            .u64("limit")
+            .map_err(ApiError::bad_request)?
+            .filter(|l| *l > 0);
         let cont = match self.query.get("continue").filter(|c| !c.is_empty()) {
             Some(t) => Some(decode_continue(t)?),
             None => None,
         };
-        let (objects, store_rv) = self.st.store.snapshot(&self.rid, self.target.namespace.as_deref());
+        let (objects, store_rv) = self
+            .st
+            .store
+            .snapshot(&self.rid, self.target.namespace.as_deref());
         // Pages after the first keep the first page's RV (the list as a whole is one version);
         // the store keeps no snapshots, so later pages read current state.
         let list_rv = cont.as_ref().map_or(store_rv, |c| c.0);
@@ -414,11 +503,13 @@ impl Ctx<'_> {
         });
         let mut items: Vec<Value> = Vec::new();
         let mut next = None;
-        loop {
-            let Some(o) = selected.next() else { break };
+        while let Some(o) = selected.next() {
             if limit.is_some_and(|l| items.len() as u64 >= l) {
                 let remaining = 1 + selected.count();
-                let last = items.last().map(|l| (namespace_of(l), name_of(l))).unwrap_or_default();
+                let last = items
+                    .last()
+                    .map(|l| (namespace_of(l), name_of(l)))
+                    .unwrap_or_default();
                 next = Some((encode_continue(list_rv, &last.0, &last.1), remaining));
                 break;
             }
@@ -453,7 +544,9 @@ impl Ctx<'_> {
             _ if send_initial => WatchFrom::Current,
             "" | "0" => WatchFrom::Current,
             rv => WatchFrom::After(rv.parse().map_err(|_| {
-                ApiError::bad_request(format!("resourceVersion: Invalid value: {rv:?}: must be an unsigned integer"))
+                ApiError::bad_request(format!(
+                    "resourceVersion: Invalid value: {rv:?}: must be an unsigned integer"
+                ))
             })?),
         };
         let timeout = self
@@ -463,7 +556,13 @@ impl Ctx<'_> {
             .filter(|s| *s > 0)
             .map(Duration::from_secs);
         let table = self.wants_table().then(|| {
-            (self.columns(), self.query.get("includeObject").unwrap_or("Metadata").to_string())
+            (
+                self.columns(),
+                self.query
+                    .get("includeObject")
+                    .unwrap_or("Metadata")
+                    .to_string(),
+            )
         });
         watch::start(
             self.st,
@@ -487,17 +586,26 @@ impl Ctx<'_> {
         match media_type(&self.headers).as_str() {
             "" | "application/json" => parse_json(body),
             "application/yaml" => parse_yaml(body),
-            other => Err(unsupported_media(other, "application/json, application/yaml")),
+            other => Err(unsupported_media(
+                other,
+                "application/json, application/yaml",
+            )),
         }
     }
 
     /// Checks and normalises an incoming object: type meta, namespace and name against the URL,
     /// then (for custom resources) prune, default and validate with the version's schema.
     /// Returns the object to store and the warnings to send.
-    fn prepare(&self, mut obj: Value, url_name: Option<&str>) -> Result<(Value, Vec<String>), ApiError> {
+    fn prepare(
+        &self,
+        mut obj: Value,
+        url_name: Option<&str>,
+    ) -> Result<(Value, Vec<String>), ApiError> {
         let want_av = self.rt.api_version(self.version());
         let Some(m) = obj.as_object_mut() else {
-            return Err(ApiError::bad_request("the request body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
         };
         match m.get("apiVersion") {
             None | Some(Value::Null) => {}
@@ -524,21 +632,33 @@ impl Ctx<'_> {
         let Some(meta) = meta.as_object_mut() else {
             return Err(ApiError::bad_request("metadata: must be an object"));
         };
-        for (k, want) in [("name", "string"), ("namespace", "string"), ("resourceVersion", "string")] {
+        for (k, want) in [
+            ("name", "string"),
+            ("namespace", "string"),
+            ("resourceVersion", "string"),
+        ] {
             if meta.get(k).is_some_and(|v| !v.is_string() && !v.is_null()) {
-                return Err(ApiError::bad_request(format!("metadata.{k}: must be a {want}")));
+                return Err(ApiError::bad_request(format!(
+                    "metadata.{k}: must be a {want}"
+                )));
             }
         }
         for (k, want) in [("labels", "object"), ("annotations", "object")] {
             match meta.get(k) {
                 None | Some(Value::Null) => {}
                 Some(Value::Object(map)) if map.values().all(Value::is_string) => {}
-                Some(_) => return Err(ApiError::bad_request(format!("metadata.{k}: must be an {want} of strings"))),
+                Some(_) => {
+                    return Err(ApiError::bad_request(format!(
+                        "metadata.{k}: must be an {want} of strings"
+                    )));
+                }
             }
         }
         for k in ["finalizers", "ownerReferences"] {
             if meta.get(k).is_some_and(|v| !v.is_array() && !v.is_null()) {
-                return Err(ApiError::bad_request(format!("metadata.{k}: must be a list")));
+                return Err(ApiError::bad_request(format!(
+                    "metadata.{k}: must be a list"
+                )));
             }
         }
         meta.retain(|_, v| !v.is_null());
@@ -562,17 +682,30 @@ impl Ctx<'_> {
             }
             meta.insert("name".into(), json!(url_name));
         }
-        let storage = self.rt.storage_version().map_or(self.version(), |v| v.name.as_str());
+        let storage = self
+            .rt
+            .storage_version()
+            .map_or(self.version(), |v| v.name.as_str());
         m.insert("apiVersion".into(), json!(self.rt.api_version(storage)));
         m.insert("kind".into(), json!(self.rt.kind));
         let mut warnings = Vec::new();
-        if let Some(schema) = self.rt.version(self.version()).and_then(|v| v.schema.clone()) {
+        if let Some(schema) = self
+            .rt
+            .version(self.version())
+            .and_then(|v| v.schema.clone())
+        {
             let pruned = schema.prune(&mut obj);
             if !pruned.is_empty() {
-                let msgs: Vec<String> = pruned.iter().map(|p| format!("unknown field {p:?}")).collect();
+                let msgs: Vec<String> = pruned
+                    .iter()
+                    .map(|p| format!("unknown field {p:?}"))
+                    .collect();
                 match self.query.get("fieldValidation").unwrap_or("Warn") {
                     "Strict" => {
-                        return Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))));
+                        return Err(ApiError::bad_request(format!(
+                            "strict decoding error: {}",
+                            msgs.join(", ")
+                        )));
                     }
                     "Ignore" => {}
                     _ => warnings = msgs,
@@ -583,10 +716,21 @@ impl Ctx<'_> {
             if !errors.is_empty() {
                 let causes = errors
                     .into_iter()
-                    .map(|e| Cause { reason: e.reason, field: e.field, message: e.message })
+                    .map(|e| Cause {
+                        reason: e.reason,
+                        field: e.field,
+                        message: e.message,
+                    })
                     .collect();
-                let name = url_name.map(str::to_string).unwrap_or_else(|| name_of(&obj));
-                return Err(ApiError::invalid(&self.rt.kind, &self.rt.group, &name, causes));
+                let name = url_name
+                    .map(str::to_string)
+                    .unwrap_or_else(|| name_of(&obj));
+                return Err(ApiError::invalid(
+                    &self.rt.kind,
+                    &self.rt.group,
+                    &name,
+                    causes,
+                ));
             }
         }
         super::defaults::apply(&self.rid, &mut obj);
@@ -607,7 +751,10 @@ impl Ctx<'_> {
         let obj = self.decode(body)?;
         if self.target.subresource.as_deref() == Some("scale") {
             let current = self.fetch()?;
-            let want_rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("");
+            let want_rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if !want_rv.is_empty() && want_rv != rv_of(&current) {
                 return Err(ApiError::stale(&self.rid, self.name()));
             }
@@ -622,15 +769,31 @@ impl Ctx<'_> {
     /// The `autoscaling/v1` Scale view of an object.
     fn scale_of(&self, obj: &Value) -> Value {
         let (spec_path, status_path, selector_path) = match &self.rt.scale_paths {
-            Some(p) => (p.spec_replicas.as_str(), p.status_replicas.as_str(), p.label_selector.clone()),
+            Some(p) => (
+                p.spec_replicas.as_str(),
+                p.status_replicas.as_str(),
+                p.label_selector.clone(),
+            ),
             None => (".spec.replicas", ".status.replicas", None),
         };
         let selector = match selector_path {
-            Some(p) => at_path(obj, &p).and_then(Value::as_str).unwrap_or("").to_string(),
-            None => obj.pointer("/spec/selector").map(selector_string).unwrap_or_default(),
+            Some(p) => at_path(obj, &p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            None => obj
+                .pointer("/spec/selector")
+                .map(selector_string)
+                .unwrap_or_default(),
         };
         let mut meta = Map::new();
-        for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+        for k in [
+            "name",
+            "namespace",
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+        ] {
             if let Some(v) = obj.pointer(&format!("/metadata/{k}")) {
                 meta.insert(k.into(), v.clone());
             }
@@ -651,20 +814,29 @@ impl Ctx<'_> {
     fn write_scale(&self, current: &Value, scale: &Value) -> Result<Response, ApiError> {
         let replicas = match scale.pointer("/spec/replicas") {
             None | Some(Value::Null) => 0,
-            Some(v) => v.as_i64().filter(|r| *r >= 0 && *r <= i64::from(i32::MAX)).ok_or_else(|| {
-                ApiError::invalid(
-                    "Scale",
-                    "autoscaling",
-                    self.name(),
-                    vec![Cause {
-                        reason: "FieldValueInvalid".into(),
-                        field: "spec.replicas".into(),
-                        message: format!("Invalid value: {v}: must be greater than or equal to 0"),
-                    }],
-                )
-            })?,
+            Some(v) => v
+                .as_i64()
+                .filter(|r| *r >= 0 && *r <= i64::from(i32::MAX))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "Scale",
+                        "autoscaling",
+                        self.name(),
+                        vec![Cause {
+                            reason: "FieldValueInvalid".into(),
+                            field: "spec.replicas".into(),
+                            message: format!(
+                                "Invalid value: {v}: must be greater than or equal to 0"
+                            ),
+                        }],
+                    )
+                })?,
         };
-        let spec_path = self.rt.scale_paths.as_ref().map_or(".spec.replicas", |p| p.spec_replicas.as_str());
+        let spec_path = self
+            .rt
+            .scale_paths
+            .as_ref()
+            .map_or(".spec.replicas", |p| p.spec_replicas.as_str());
         let mut next = current.clone();
         set_path(&mut next, spec_path, json!(replicas));
         let stored = self.st.store.update(&self.rid, next, false)?;
@@ -683,7 +855,9 @@ impl Ctx<'_> {
         let kind = match media_type(&self.headers).as_str() {
             "application/merge-patch+json" => Kind::Merge,
             "application/json-patch+json" => Kind::Json,
-            "application/strategic-merge-patch+json" if self.rt.crd_name.is_none() => Kind::Strategic,
+            "application/strategic-merge-patch+json" if self.rt.crd_name.is_none() => {
+                Kind::Strategic
+            }
             "application/apply-patch+yaml" => Kind::Apply,
             other => {
                 let accepted = if self.rt.crd_name.is_none() {
@@ -694,7 +868,11 @@ impl Ctx<'_> {
                 return Err(unsupported_media(other, &accepted));
             }
         };
-        let doc = if kind == Kind::Apply { parse_yaml(body)? } else { parse_json(body)? };
+        let doc = if kind == Kind::Apply {
+            parse_yaml(body)?
+        } else {
+            parse_json(body)?
+        };
         if kind == Kind::Apply && self.query.str("fieldManager").is_empty() {
             return Err(ApiError::invalid(
                 "PatchOptions",
@@ -719,9 +897,11 @@ impl Ctx<'_> {
             };
             r.map_err(|e| match e {
                 PatchError::Invalid(m) => ApiError::bad_request(m),
-                PatchError::Failed(m) => {
-                    ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {m}"))
-                }
+                PatchError::Failed(m) => ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {m}"),
+                ),
             })
         };
         let sub = self.target.subresource.as_deref();
@@ -737,7 +917,10 @@ impl Ctx<'_> {
             let result = if sub == Some("scale") {
                 let mut scale = self.scale_of(&current);
                 apply(&mut scale)?;
-                let want_rv = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("");
+                let want_rv = scale
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 if !want_rv.is_empty() && want_rv != rv_of(&current) {
                     return Err(ApiError::stale(&self.rid, self.name()));
                 }
@@ -746,10 +929,16 @@ impl Ctx<'_> {
                 let mut obj = self.out(&current);
                 apply(&mut obj)?;
                 // A patch that names a resourceVersion is a precondition: no retry on conflict.
-                let patched_rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("");
+                let patched_rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 if patched_rv != rv_of(&current) && !patched_rv.is_empty() {
                     let (obj, warnings) = self.prepare(obj, Some(self.name()))?;
-                    let stored = self.st.store.update(&self.rid, obj, sub == Some("status"))?;
+                    let stored = self
+                        .st
+                        .store
+                        .update(&self.rid, obj, sub == Some("status"))?;
                     return Ok(self.ok(StatusCode::OK, &self.out(&stored), &warnings));
                 }
                 let (mut obj, warnings) = self.prepare(obj, Some(self.name()))?;
@@ -767,7 +956,11 @@ impl Ctx<'_> {
                 r => return r,
             }
         }
-        Err(ApiError::conflict(&self.rid, self.name(), "too many concurrent writes, the patch could not be applied"))
+        Err(ApiError::conflict(
+            &self.rid,
+            self.name(),
+            "too many concurrent writes, the patch could not be applied",
+        ))
     }
 
     fn delete_options(&self, body: &[u8]) -> Result<DeleteOptions, ApiError> {
@@ -784,11 +977,21 @@ impl Ctx<'_> {
             if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
                 policy.get_or_insert_with(|| "Orphan".to_string());
             }
-            opts.precondition_rv =
-                v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
-            opts.precondition_uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
-            if v.get("dryRun").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
-                return Err(ApiError::bad_request("dryRun is not supported by the testbed"));
+            opts.precondition_rv = v
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            opts.precondition_uid = v
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if v.get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
+            {
+                return Err(ApiError::bad_request(
+                    "dryRun is not supported by the testbed",
+                ));
             }
         }
         if self.query.get("orphanDependents") == Some("true") {
@@ -800,7 +1003,11 @@ impl Ctx<'_> {
                     "DeleteOptions",
                     "meta.k8s.io",
                     "",
-                    vec![Cause { reason: "FieldValueNotSupported".into(), field: "propagationPolicy".into(), message: m }],
+                    vec![Cause {
+                        reason: "FieldValueNotSupported".into(),
+                        field: "propagationPolicy".into(),
+                        message: m,
+                    }],
                 )
             })?;
         }
@@ -809,17 +1016,25 @@ impl Ctx<'_> {
 
     fn delete(&self, body: &[u8]) -> Result<Response, ApiError> {
         let opts = self.delete_options(body)?;
-        let after = self.st.store.delete_with(&self.rid, self.ns(), self.name(), &opts)?;
+        let after = self
+            .st
+            .store
+            .delete_with(&self.rid, self.ns(), self.name(), &opts)?;
         let still_there = self
             .st
             .store
             .get(&self.rid, self.ns(), self.name())
             .is_some_and(|o| uid_of(&o) == uid_of(&after));
         if still_there || self.rt.crd_name.is_some() {
-            let code = if still_there { StatusCode::ACCEPTED } else { StatusCode::OK };
+            let code = if still_there {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
             return Ok(json_response(code, &self.out(&after)));
         }
-        let mut details = json!({"name": self.name(), "kind": self.rt.plural, "uid": uid_of(&after)});
+        let mut details =
+            json!({"name": self.name(), "kind": self.rt.plural, "uid": uid_of(&after)});
         if !self.rt.group.is_empty() {
             details["group"] = json!(self.rt.group);
         }
@@ -835,10 +1050,20 @@ impl Ctx<'_> {
         }
         let opts = self.delete_options(body)?;
         let (labels, fields) = self.selectors()?;
-        let (objects, _) = self.st.store.snapshot(&self.rid, self.target.namespace.as_deref());
+        let (objects, _) = self
+            .st
+            .store
+            .snapshot(&self.rid, self.target.namespace.as_deref());
         let mut items = Vec::new();
-        for o in objects.iter().filter(|o| labels.matches_object(o) && fields.matches(o)) {
-            match self.st.store.delete_with(&self.rid, &namespace_of(o), &name_of(o), &opts) {
+        for o in objects
+            .iter()
+            .filter(|o| labels.matches_object(o) && fields.matches(o))
+        {
+            match self
+                .st
+                .store
+                .delete_with(&self.rid, &namespace_of(o), &name_of(o), &opts)
+            {
                 Ok(after) => items.push(self.out(&after)),
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),

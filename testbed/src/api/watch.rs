@@ -57,7 +57,11 @@ pub fn start(st: &ApiState, spec: WatchSpec) -> Result<Response, ApiError> {
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
     let close_after = st.faults.watch_close_after();
-    let deadline = [spec.timeout, close_after].into_iter().flatten().min().map(|d| Instant::now() + d);
+    let deadline = [spec.timeout, close_after]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|d| Instant::now() + d);
     let task = Stream {
         tx,
         spec,
@@ -71,7 +75,10 @@ pub fn start(st: &ApiState, spec: WatchSpec) -> Result<Response, ApiError> {
 
 fn stream_response(body: Body) -> Response {
     let mut resp = (StatusCode::OK, body).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
