@@ -105,3 +105,82 @@ fn committed_crds_parse_back_as_custom_resource_definitions() {
         );
     }
 }
+
+/// The committed CRD of `file`, parsed the way the testbed's API server reads chart CRDs.
+fn committed_crd(file: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(chart_crds_dir().join(file)).unwrap();
+    serde_saphyr::from_str(&text).unwrap()
+}
+
+fn manifest(name: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("actors/tests/fixtures")
+        .join(name);
+    serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Runs the testbed's prune -> default -> validate on `manifest` with the schema of its version.
+fn admit(
+    crd: &serde_json::Value,
+    manifest: &serde_json::Value,
+) -> (serde_json::Value, Vec<String>) {
+    let version = manifest["apiVersion"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .nth(1)
+        .unwrap();
+    let schema = crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == version && v["served"] == true)
+        .unwrap_or_else(|| panic!("{version} not served"));
+    let schema =
+        flagger_testbed::schema::Schema::new(&schema["schema"]["openAPIV3Schema"]).unwrap();
+    let mut object = manifest.clone();
+    let mut problems = schema.prune(&mut object);
+    schema.apply_defaults(&mut object);
+    problems.extend(schema.validate(&object).iter().map(ToString::to_string));
+    (object, problems)
+}
+
+#[test]
+fn the_testbed_api_server_admits_upstream_manifests_unchanged() {
+    for (file, crd_file) in [
+        ("podinfo-canary-v1alpha3.yaml", "canary.yaml"),
+        ("podinfo-canary-v1beta1.yaml", "canary.yaml"),
+        ("podinfo-ab-v1beta1.yaml", "canary.yaml"),
+        ("metric-template.yaml", "metrictemplate.yaml"),
+        ("alert-provider.yaml", "alertprovider.yaml"),
+    ] {
+        let original = manifest(file);
+        let (stored, problems) = admit(&committed_crd(crd_file), &original);
+        assert!(problems.is_empty(), "{file}: {problems:?}");
+        assert_eq!(stored, original, "{file} changed on admission");
+    }
+}
+
+#[test]
+fn the_testbed_api_server_rejects_a_canary_without_target_ref() {
+    let mut original = manifest("podinfo-canary-v1alpha3.yaml");
+    original["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("targetRef");
+    original["spec"]["canaryAnalysis"]["maxWeight"] = serde_json::json!("lots");
+    let (_, problems) = admit(&committed_crd("canary.yaml"), &original);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("spec.targetRef: Required")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("spec.canaryAnalysis.maxWeight")),
+        "{problems:?}"
+    );
+}

@@ -396,3 +396,193 @@ fn conversion_input_keeps_what_the_user_wrote() {
     assert_eq!(analysis.metrics[0].threshold_min, None);
     assert_eq!(input.progress_deadline_seconds, Some(60));
 }
+
+mod status {
+    use super::*;
+    use flagger_actors::crd::convert::{status_from_crd, status_merge_patch, status_to_crd};
+    use flagger_rollout::phase::Phase;
+    use flagger_rollout::status::{
+        CanaryStatus as DomainStatus, Condition, ConditionStatus, ProgressWaits, Timestamp, Wait,
+    };
+
+    /// `2019-01-16T14:05:07Z` in Unix milliseconds.
+    const T0: i64 = 1_547_647_507_000;
+
+    fn upstream_status() -> Value {
+        // As upstream Flagger writes it (Go time format, omitempty strings).
+        json!({
+            "phase": "Progressing",
+            "canaryWeight": 10,
+            "failedChecks": 1,
+            "iterations": 0,
+            "lastAppliedSpec": "5d4f8b7c9",
+            "lastPromotedSpec": "6c8d9e0f1",
+            "lastTransitionTime": "2019-01-16T14:05:07Z",
+            "trackedConfigs": {"configmap/podinfo-config": "a1b2c3"},
+            "conditions": [{
+                "type": "Promoted",
+                "status": "Unknown",
+                "lastUpdateTime": "2019-01-16T14:05:07Z",
+                "lastTransitionTime": "2019-01-16T14:04:07Z",
+                "reason": "Progressing",
+                "message": "New revision detected, progressing canary analysis."
+            }]
+        })
+    }
+
+    fn read(value: Value) -> DomainStatus {
+        let crd: CanaryStatus = serde_json::from_value(value).unwrap();
+        status_from_crd(Some(&crd))
+    }
+
+    #[test]
+    fn a_status_written_by_upstream_flagger_resumes() {
+        let s = read(upstream_status());
+        assert_eq!(s.phase, Phase::Progressing);
+        assert_eq!((s.canary_weight, s.failed_checks, s.iterations), (10, 1, 0));
+        assert_eq!(s.last_applied_spec, "5d4f8b7c9");
+        assert_eq!(s.last_promoted_spec, "6c8d9e0f1");
+        assert_eq!(
+            s.last_transition_time,
+            Some(Timestamp::from_unix_millis(T0))
+        );
+        assert_eq!(
+            s.tracked_configs
+                .get("configmap/podinfo-config")
+                .map(String::as_str),
+            Some("a1b2c3")
+        );
+        assert_eq!(
+            s.conditions,
+            [Condition {
+                condition_type: "Promoted".into(),
+                status: ConditionStatus::Unknown,
+                reason: "Progressing".into(),
+                message: "New revision detected, progressing canary analysis.".into(),
+                last_update_time: Timestamp::from_unix_millis(T0),
+                last_transition_time: Timestamp::from_unix_millis(T0 - 60_000),
+            }]
+        );
+        assert_eq!(s.progress_waits, ProgressWaits::default());
+    }
+
+    #[test]
+    fn no_status_is_a_new_canary() {
+        assert_eq!(status_from_crd(None), DomainStatus::default());
+        assert_eq!(read(json!({})).phase, Phase::Initializing);
+        assert_eq!(read(json!({"phase": ""})).phase, Phase::Initializing);
+    }
+
+    #[test]
+    fn odd_values_are_clamped_or_dropped_never_an_error() {
+        let s = read(json!({
+            "phase": "Succeeded",
+            "canaryWeight": 150,
+            "failedChecks": -2,
+            "iterations": -1,
+            "conditions": [
+                {"type": "Promoted", "status": "Maybe"},
+                {"status": "True"},
+                {"type": "Promoted", "status": "True", "reason": "Succeeded"}
+            ],
+            "progressWaits": {"canary": {"since": "2019-01-16T14:05:07Z"}}
+        }));
+        assert_eq!(
+            (s.canary_weight, s.failed_checks, s.iterations),
+            (100, 0, 0)
+        );
+        assert_eq!(s.conditions.len(), 1);
+        assert_eq!(s.conditions[0].status, ConditionStatus::True);
+        assert_eq!(
+            s.progress_waits.canary, None,
+            "a wait without deadline is no wait"
+        );
+    }
+
+    fn domain_status() -> DomainStatus {
+        DomainStatus {
+            phase: Phase::Promoting,
+            canary_weight: 50,
+            failed_checks: 2,
+            iterations: 3,
+            last_applied_spec: "rev-2".into(),
+            last_promoted_spec: "rev-1".into(),
+            last_transition_time: Some(Timestamp::from_unix_millis(T0)),
+            tracked_configs: [("secret/db".to_owned(), "ff00".to_owned())].into(),
+            conditions: vec![Condition {
+                condition_type: "Promoted".into(),
+                status: ConditionStatus::Unknown,
+                reason: "Promoting".into(),
+                message: "Canary analysis completed, starting primary rolling update.".into(),
+                last_update_time: Timestamp::from_unix_millis(T0),
+                last_transition_time: Timestamp::from_unix_millis(T0 - 1000),
+            }],
+            progress_waits: ProgressWaits {
+                primary: Some(Wait {
+                    since: Timestamp::from_unix_millis(T0),
+                    deadline: Timestamp::from_unix_millis(T0 + 600_000),
+                }),
+                canary: None,
+            },
+        }
+    }
+
+    #[test]
+    fn status_survives_a_write_and_a_read_through_the_api() {
+        let original = domain_status();
+        let json = serde_json::to_value(status_to_crd(&original)).unwrap();
+        assert_eq!(json["phase"], "Promoting");
+        assert_eq!(json["lastTransitionTime"], "2019-01-16T14:05:07Z");
+        assert_eq!(
+            json["progressWaits"]["primary"]["deadline"],
+            "2019-01-16T14:15:07Z"
+        );
+        assert_eq!(json["conditions"][0]["status"], "Unknown");
+        assert_eq!(read(json), original);
+    }
+
+    #[test]
+    fn a_fresh_status_writes_counters_but_no_empty_strings() {
+        let json = serde_json::to_value(status_to_crd(&DomainStatus::default())).unwrap();
+        assert_eq!(
+            json,
+            json!({"phase": "Initializing", "canaryWeight": 0, "failedChecks": 0, "iterations": 0})
+        );
+    }
+
+    /// RFC 7386 JSON merge patch, as the API server applies it.
+    fn merge(target: &mut Value, patch: &Value) {
+        match (target.as_object_mut(), patch.as_object()) {
+            (Some(t), Some(p)) => {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+            _ => *target = patch.clone(),
+        }
+    }
+
+    #[test]
+    fn merge_patch_clears_what_the_new_status_no_longer_has_and_keeps_cookies() {
+        let mut object = json!({"status": upstream_status()});
+        object["status"]["sessionAffinityCookie"] = json!("flagger-cookie=abcdefghij");
+        object["status"]["progressWaits"] = json!({
+            "canary": {"since": "2019-01-16T14:00:00Z", "deadline": "2019-01-16T14:10:00Z"}
+        });
+        let mut next = domain_status();
+        next.tracked_configs.clear();
+        next.last_applied_spec.clear();
+        merge(&mut object, &status_merge_patch(&next));
+
+        let status = &object["status"];
+        assert_eq!(status["sessionAffinityCookie"], "flagger-cookie=abcdefghij");
+        assert!(status.get("trackedConfigs").is_none());
+        assert!(status.get("lastAppliedSpec").is_none());
+        assert!(status["progressWaits"].get("canary").is_none(), "{status}");
+        assert_eq!(read(status.clone()), next);
+    }
+}

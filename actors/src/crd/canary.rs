@@ -564,10 +564,10 @@ pub struct CanaryStatus {
     /// Time of the last status write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
-    /// Deadline of the current wait (readiness of the canary or the primary); past it the release
-    /// fails. Persisted so a restarted operator keeps the same deadline. Not in upstream Flagger.
+    /// Readiness waits in progress and their deadlines (`since + progressDeadlineSeconds`),
+    /// persisted so a restarted operator keeps the same deadline. Not in upstream Flagger.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub progress_deadline: Option<Time>,
+    pub progress_waits: Option<ProgressWaits>,
     /// Session affinity cookie of the canary.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_affinity_cookie: Option<String>,
@@ -580,6 +580,28 @@ pub struct CanaryStatus {
     /// Conditions; `Promoted` as upstream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<CanaryCondition>>,
+}
+
+/// Open readiness waits, one per workload.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ProgressWaits {
+    /// Waiting for the `-primary` Deployment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary: Option<ProgressWait>,
+    /// Waiting for the target (canary) Deployment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<ProgressWait>,
+}
+
+/// One readiness wait.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ProgressWait {
+    /// When the wait started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// When the release fails if the workload is still not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Time>,
 }
 
 /// Phase of a canary release (`status.phase`).

@@ -6,18 +6,28 @@
 //! `spec.canaryAnalysis`; errors then name the field the user actually wrote
 //! (`spec.canaryAnalysis.maxWeight`). Fields only other meshes use (`ingressRef`, `gatewayRefs`,
 //! `meshName`, ...) are not carried over.
+//!
+//! Status goes both ways: [`status_from_crd`] rebuilds the rollout status a restarted actor resumes
+//! from (lenient: odd values are clamped or dropped, never an error), and [`status_merge_patch`]
+//! builds the JSON merge patch that makes `.status` equal to a rollout status.
 
+use flagger_rollout::phase::Phase;
 use flagger_rollout::spec::{
     AlertInput, AnalysisInput, AutoscalerRefInput, CanaryInput, CanarySpec, InvalidSpec,
     MeshProvider, MetricInput, ObjectRefInput, ServiceInput, TemplateRefInput, WebhookInput,
 };
+use flagger_rollout::status::{
+    CanaryStatus as DomainStatus, Condition, ConditionStatus, ProgressWaits as DomainWaits,
+    Timestamp, Wait,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use serde::Serialize;
 
 use super::canary::{
-    AutoscalerRef, Canary, CanaryAlert, CanaryAnalysis, CanaryMetric, CanaryService, CanaryWebhook,
-    LocalObjectReference,
+    AutoscalerRef, Canary, CanaryAlert, CanaryAnalysis, CanaryCondition, CanaryMetric, CanaryPhase,
+    CanaryService, CanaryStatus, CanaryWebhook, LocalObjectReference, ProgressWait, ProgressWaits,
 };
 
 /// JSON path prefix of the modern analysis field.
@@ -184,5 +194,199 @@ fn alert(a: &CanaryAlert) -> AlertInput {
         severity: a.severity.clone(),
         provider_name: provider.and_then(|p| p.name.clone()),
         provider_namespace: provider.and_then(|p| p.namespace.clone()),
+    }
+}
+
+/// The rollout status stored in `.status`. A Canary without status (or with fields this version
+/// does not understand) reads as a fresh, `Initializing` one; counters are clamped to their range.
+pub fn status_from_crd(status: Option<&CanaryStatus>) -> DomainStatus {
+    let Some(s) = status else {
+        return DomainStatus::default();
+    };
+    let waits = s.progress_waits.as_ref();
+    DomainStatus {
+        phase: s.phase.map_or(Phase::Initializing, phase_from_crd),
+        canary_weight: s
+            .canary_weight
+            .map_or(0, |w| u8::try_from(w.clamp(0, 100)).unwrap_or(0)),
+        failed_checks: s.failed_checks.map_or(0, |n| u32::try_from(n).unwrap_or(0)),
+        // Upstream can leave -1 here; a negative count means none done.
+        iterations: s.iterations.map_or(0, |n| u32::try_from(n).unwrap_or(0)),
+        last_applied_spec: s.last_applied_spec.clone().unwrap_or_default(),
+        last_promoted_spec: s.last_promoted_spec.clone().unwrap_or_default(),
+        last_transition_time: s.last_transition_time.as_ref().map(timestamp_from_time),
+        tracked_configs: s.tracked_configs.clone().unwrap_or_default(),
+        conditions: s
+            .conditions
+            .iter()
+            .flatten()
+            .filter_map(condition_from_crd)
+            .collect(),
+        progress_waits: DomainWaits {
+            primary: waits
+                .and_then(|w| w.primary.as_ref())
+                .and_then(wait_from_crd),
+            canary: waits
+                .and_then(|w| w.canary.as_ref())
+                .and_then(wait_from_crd),
+        },
+    }
+}
+
+/// The `.status` that represents `status`, with upstream's omissions: counters always, strings,
+/// maps and lists only when non-empty. Session-affinity cookies are not part of the rollout status
+/// and are left unset.
+pub fn status_to_crd(status: &DomainStatus) -> CanaryStatus {
+    let DomainStatus {
+        phase,
+        canary_weight,
+        failed_checks,
+        iterations,
+        last_applied_spec,
+        last_promoted_spec,
+        last_transition_time,
+        tracked_configs,
+        conditions,
+        progress_waits,
+    } = status;
+    let waits = ProgressWaits {
+        primary: progress_waits.primary.map(wait_to_crd),
+        canary: progress_waits.canary.map(wait_to_crd),
+    };
+    CanaryStatus {
+        phase: Some(phase_to_crd(*phase)),
+        canary_weight: Some(i32::from(*canary_weight)),
+        failed_checks: Some(i32::try_from(*failed_checks).unwrap_or(i32::MAX)),
+        iterations: Some(i32::try_from(*iterations).unwrap_or(i32::MAX)),
+        tracked_configs: (!tracked_configs.is_empty()).then(|| tracked_configs.clone()),
+        last_applied_spec: (!last_applied_spec.is_empty()).then(|| last_applied_spec.clone()),
+        last_promoted_spec: (!last_promoted_spec.is_empty()).then(|| last_promoted_spec.clone()),
+        last_transition_time: last_transition_time.and_then(time_from_timestamp),
+        progress_waits: (waits != ProgressWaits::default()).then_some(waits),
+        conditions: (!conditions.is_empty())
+            .then(|| conditions.iter().map(condition_to_crd).collect()),
+        ..CanaryStatus::default()
+    }
+}
+
+/// Fields of `.status` the rollout status owns; a merge patch sets the absent ones to null so a
+/// value from an earlier write (an old wait, a stale revision) does not survive.
+const OWNED_STATUS_FIELDS: [&str; 10] = [
+    "phase",
+    "canaryWeight",
+    "failedChecks",
+    "iterations",
+    "trackedConfigs",
+    "lastAppliedSpec",
+    "lastPromotedSpec",
+    "lastTransitionTime",
+    "progressWaits",
+    "conditions",
+];
+
+/// A JSON merge patch (`{"status": {...}}`, for the status subresource) that makes `.status`
+/// represent `status` whatever was written before, leaving fields it does not own untouched.
+pub fn status_merge_patch(status: &DomainStatus) -> serde_json::Value {
+    let mut body = match serde_json::to_value(status_to_crd(status)) {
+        Ok(serde_json::Value::Object(map)) => map,
+        // Serialising plain data cannot fail; an empty patch would change nothing.
+        _ => serde_json::Map::new(),
+    };
+    for field in OWNED_STATUS_FIELDS {
+        body.entry(field).or_insert(serde_json::Value::Null);
+    }
+    // Close the wait of one workload while the other stays open.
+    if let Some(serde_json::Value::Object(waits)) = body.get_mut("progressWaits") {
+        for side in ["primary", "canary"] {
+            waits.entry(side).or_insert(serde_json::Value::Null);
+        }
+    }
+    serde_json::json!({ "status": body })
+}
+
+fn phase_from_crd(phase: CanaryPhase) -> Phase {
+    match phase {
+        CanaryPhase::Initializing => Phase::Initializing,
+        CanaryPhase::Initialized => Phase::Initialized,
+        CanaryPhase::Waiting => Phase::Waiting,
+        CanaryPhase::Progressing => Phase::Progressing,
+        CanaryPhase::WaitingPromotion => Phase::WaitingPromotion,
+        CanaryPhase::Promoting => Phase::Promoting,
+        CanaryPhase::Finalising => Phase::Finalising,
+        CanaryPhase::Succeeded => Phase::Succeeded,
+        CanaryPhase::Failed => Phase::Failed,
+        CanaryPhase::Terminating => Phase::Terminating,
+        CanaryPhase::Terminated => Phase::Terminated,
+    }
+}
+
+fn phase_to_crd(phase: Phase) -> CanaryPhase {
+    match phase {
+        Phase::Initializing => CanaryPhase::Initializing,
+        Phase::Initialized => CanaryPhase::Initialized,
+        Phase::Waiting => CanaryPhase::Waiting,
+        Phase::Progressing => CanaryPhase::Progressing,
+        Phase::WaitingPromotion => CanaryPhase::WaitingPromotion,
+        Phase::Promoting => CanaryPhase::Promoting,
+        Phase::Finalising => CanaryPhase::Finalising,
+        Phase::Succeeded => CanaryPhase::Succeeded,
+        Phase::Failed => CanaryPhase::Failed,
+        Phase::Terminating => CanaryPhase::Terminating,
+        Phase::Terminated => CanaryPhase::Terminated,
+    }
+}
+
+fn timestamp_from_time(time: &Time) -> Timestamp {
+    Timestamp::from_unix_millis(time.0.as_millisecond())
+}
+
+/// `None` only for instants outside what Kubernetes can represent.
+fn time_from_timestamp(ts: Timestamp) -> Option<Time> {
+    k8s_openapi::jiff::Timestamp::from_millisecond(ts.unix_millis())
+        .ok()
+        .map(Time)
+}
+
+fn wait_from_crd(wait: &ProgressWait) -> Option<Wait> {
+    Some(Wait {
+        since: timestamp_from_time(wait.since.as_ref()?),
+        deadline: timestamp_from_time(wait.deadline.as_ref()?),
+    })
+}
+
+fn wait_to_crd(wait: Wait) -> ProgressWait {
+    ProgressWait {
+        since: time_from_timestamp(wait.since),
+        deadline: time_from_timestamp(wait.deadline),
+    }
+}
+
+/// Conditions without a type or with a status other than True/False/Unknown are dropped.
+fn condition_from_crd(c: &CanaryCondition) -> Option<Condition> {
+    let status = match c.status.as_deref()? {
+        "True" => ConditionStatus::True,
+        "False" => ConditionStatus::False,
+        "Unknown" => ConditionStatus::Unknown,
+        _ => return None,
+    };
+    let time = |t: &Option<Time>| t.as_ref().map_or(Timestamp::default(), timestamp_from_time);
+    Some(Condition {
+        condition_type: c.type_.clone().filter(|t| !t.is_empty())?,
+        status,
+        reason: c.reason.clone().unwrap_or_default(),
+        message: c.message.clone().unwrap_or_default(),
+        last_update_time: time(&c.last_update_time),
+        last_transition_time: time(&c.last_transition_time),
+    })
+}
+
+fn condition_to_crd(c: &Condition) -> CanaryCondition {
+    CanaryCondition {
+        type_: Some(c.condition_type.clone()),
+        status: Some(c.status.to_string()),
+        last_update_time: time_from_timestamp(c.last_update_time),
+        last_transition_time: time_from_timestamp(c.last_transition_time),
+        reason: Some(c.reason.clone()),
+        message: Some(c.message.clone()),
     }
 }
