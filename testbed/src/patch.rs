@@ -1124,6 +1124,34 @@ mod tests {
     }
 
     #[test]
+    fn smp_kubectl_apply_three_way_patch() {
+        // The shape kubectl apply sends after a container's env, ports and image changed in the file.
+        let live = pod(json!([{"name": "podinfod", "image": "podinfo:1",
+            "env": [{"name": "A", "value": "1"}, {"name": "OLD", "value": "x"}],
+            "ports": [{"containerPort": 9898, "name": "http", "protocol": "TCP"}],
+            "resources": {"limits": {"cpu": "1"}}}]));
+        let patch = json!({"spec": {"template": {"spec": {
+        "$setElementOrder/containers": [{"name": "podinfod"}],
+        "containers": [{
+            "$setElementOrder/env": [{"name": "A"}, {"name": "B"}],
+            "$setElementOrder/ports": [{"containerPort": 9898}, {"containerPort": 9797}],
+            "env": [{"name": "B", "value": "2"}, {"$patch": "delete", "name": "OLD"}],
+            "image": "podinfo:2",
+            "name": "podinfod",
+            "ports": [{"containerPort": 9797, "name": "metrics"}],
+            "resources": {"limits": {"cpu": null, "memory": "64Mi"}}
+        }]}}}});
+        let got = smp(live, patch);
+        assert_eq!(
+            got,
+            pod(json!([{"name": "podinfod", "image": "podinfo:2",
+            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+            "ports": [{"containerPort": 9898, "name": "http", "protocol": "TCP"}, {"containerPort": 9797, "name": "metrics"}],
+            "resources": {"limits": {"memory": "64Mi"}}}]))
+        );
+    }
+
+    #[test]
     fn smp_delete_from_primitive_list() {
         let got = smp(
             json!({"metadata":{"finalizers":["a","b","c"]}}),
