@@ -970,6 +970,27 @@ pub fn version_priority(a: &str, b: &str) -> Ordering {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn crd(name_plural: &str, versions: Value) -> Value {
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": { "name": format!("{name_plural}.example.com") },
+            "spec": {
+                "group": "example.com",
+                "scope": "Namespaced",
+                "names": { "plural": name_plural, "kind": "Widget", "shortNames": ["wd"], "categories": ["all"] },
+                "versions": versions,
+            }
+        })
+    }
+
+    fn open_schema() -> Value {
+        json!({ "openAPIV3Schema": { "type": "object", "properties": {
+            "spec": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } } })
+    }
 
     #[test]
     fn version_priority_orders_like_kubernetes() {
@@ -997,5 +1018,363 @@ mod tests {
                 "foo"
             ]
         );
+    }
+
+    #[test]
+    fn builtins_have_kubectl_names_and_subresources() {
+        let reg = Registry::builtin();
+        let d = reg.resolve("apps", "v1", "deployments").unwrap();
+        assert_eq!(d.kind, "Deployment");
+        assert_eq!(d.short_names, vec!["deploy"]);
+        assert_eq!(d.categories, vec!["all"]);
+        assert!(d.status_subresource && d.scale_subresource);
+        assert!(reg.resolve("apps", "v1beta1", "deployments").is_none());
+        let ns = reg.resolve("", "v1", "namespaces").unwrap();
+        assert!(!ns.namespaced);
+        assert_eq!(ns.short_names, vec!["ns"]);
+        for (g, v, p, short) in [
+            ("", "v1", "services", "svc"),
+            ("", "v1", "configmaps", "cm"),
+            ("", "v1", "pods", "po"),
+            ("", "v1", "events", "ev"),
+            ("events.k8s.io", "v1", "events", "ev"),
+            ("apps", "v1", "replicasets", "rs"),
+            ("autoscaling", "v2", "horizontalpodautoscalers", "hpa"),
+            (
+                "apiextensions.k8s.io",
+                "v1",
+                "customresourcedefinitions",
+                "crd",
+            ),
+        ] {
+            let t = reg
+                .resolve(g, v, p)
+                .unwrap_or_else(|| panic!("{g}/{v} {p}"));
+            assert!(
+                t.short_names.iter().any(|s| s == short),
+                "{p}: {:?}",
+                t.short_names
+            );
+        }
+        assert!(reg.resolve("coordination.k8s.io", "v1", "leases").is_some());
+        assert!(reg.resolve("", "v1", "secrets").is_some());
+        // The seed's HPA manifests (v2beta1) are accepted through aliases of the v2 storage.
+        let hpa = reg
+            .resolve("autoscaling", "v2beta1", "horizontalpodautoscalers")
+            .unwrap();
+        assert_eq!(hpa.preferred_version().unwrap().name, "v2");
+        assert_eq!(hpa.storage_version().unwrap().name, "v2");
+        assert!(
+            reg.resolve("autoscaling", "v2beta2", "horizontalpodautoscalers")
+                .is_some()
+        );
+        let groups = reg.groups();
+        assert_eq!(groups[0].0, "", "core group first");
+        let autoscaling = groups.iter().find(|(g, _)| g == "autoscaling").unwrap();
+        assert_eq!(autoscaling.1, vec!["v2", "v2beta2", "v2beta1"]);
+    }
+
+    #[test]
+    fn istio_resources_are_served_in_all_three_versions() {
+        let reg = Registry::builtin();
+        for (plural, kind, short) in [
+            ("virtualservices", "VirtualService", "vs"),
+            ("destinationrules", "DestinationRule", "dr"),
+            ("gateways", "Gateway", "gw"),
+        ] {
+            for v in ["v1alpha3", "v1beta1", "v1"] {
+                let t = reg
+                    .resolve("networking.istio.io", v, plural)
+                    .unwrap_or_else(|| panic!("{plural} {v}"));
+                assert_eq!(t.kind, kind);
+                assert_eq!(t.short_names, vec![short]);
+                assert_eq!(t.categories, vec!["istio-io", "networking-istio-io"]);
+                assert!(t.status_subresource);
+                assert!(t.version(v).unwrap().schema.is_some());
+            }
+            let t = reg.get("networking.istio.io", plural).unwrap();
+            assert_eq!(t.preferred_version().unwrap().name, "v1");
+            assert_eq!(t.storage_version().unwrap().name, "v1alpha3");
+            assert_eq!(
+                t.crd_name.as_deref(),
+                Some(&*format!("{plural}.networking.istio.io"))
+            );
+        }
+        let vs = reg
+            .resolve("networking.istio.io", "v1beta1", "virtualservices")
+            .unwrap();
+        let cols: Vec<_> = vs
+            .version("v1beta1")
+            .unwrap()
+            .columns
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        assert_eq!(cols, vec!["Name", "Gateways", "Hosts", "Age"]);
+    }
+
+    #[test]
+    fn canary_crd_fixture_is_served_with_its_printer_columns() {
+        let reg = Registry::empty();
+        let yaml = include_str!("../tests/fixtures/canary-crd.yaml");
+        let crd: Value = serde_saphyr::from_str(yaml).unwrap();
+        let t = reg.apply_crd(&crd).unwrap();
+        assert_eq!(t.qualified(), "canaries.flagger.app");
+        assert_eq!(
+            (t.kind.as_str(), t.list_kind.as_str(), t.singular.as_str()),
+            ("Canary", "CanaryList", "canary")
+        );
+        assert!(t.namespaced && t.status_subresource && !t.scale_subresource);
+        let v = t.version("v1beta1").unwrap();
+        let names: Vec<_> = v
+            .columns
+            .iter()
+            .filter(|c| c.priority == 0)
+            .map(|c| c.name.clone())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["Name", "Status", "Weight", "LastTransitionTime"]
+        );
+        assert!(v.schema.is_some() && v.openapi_schema.is_some());
+        assert!(reg.resolve("flagger.app", "v1beta1", "canaries").is_some());
+    }
+
+    #[test]
+    fn several_versions_scale_and_renames() {
+        let reg = Registry::empty();
+        let scale = json!({ "status": {}, "scale": {
+            "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector" } });
+        let c = crd(
+            "widgets",
+            json!([
+                { "name": "v1alpha1", "served": true, "storage": false, "schema": open_schema() },
+                { "name": "v1", "served": true, "storage": true, "schema": open_schema(), "subresources": scale },
+                { "name": "v2", "served": false, "storage": false, "schema": open_schema() },
+            ]),
+        );
+        let t = reg.apply_crd(&c).unwrap();
+        assert_eq!(
+            t.versions
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>(),
+            ["v2", "v1", "v1alpha1"]
+        );
+        assert_eq!(
+            t.preferred_version().unwrap().name,
+            "v1",
+            "v2 is not served"
+        );
+        assert!(reg.resolve("example.com", "v1alpha1", "widgets").is_some());
+        assert!(reg.resolve("example.com", "v2", "widgets").is_none());
+        assert!(t.scale_subresource && t.status_subresource);
+        assert_eq!(
+            t.scale_paths.as_ref().unwrap().label_selector.as_deref(),
+            Some(".status.selector")
+        );
+        assert_eq!(
+            reg.groups(),
+            vec![(
+                "example.com".to_string(),
+                vec!["v1".to_string(), "v1alpha1".to_string()]
+            )]
+        );
+
+        // Renaming the plural (a new CRD name) is a different CRD; the old one stays.
+        let mut renamed = c.clone();
+        renamed["spec"]["names"]["kind"] = json!("Gadget");
+        renamed["spec"]["names"]["plural"] = json!("gadgets");
+        renamed["metadata"]["name"] = json!("gadgets.example.com");
+        reg.apply_crd(&renamed).unwrap();
+        assert!(reg.resolve("example.com", "v1", "widgets").is_some());
+        assert!(reg.resolve("example.com", "v1", "gadgets").is_some());
+        assert_eq!(
+            reg.remove_crd("widgets.example.com").unwrap().plural,
+            "widgets"
+        );
+        assert!(reg.resolve("example.com", "v1", "widgets").is_none());
+        assert!(reg.remove_crd("widgets.example.com").is_none());
+    }
+
+    #[test]
+    fn bad_crds_are_refused_naming_the_field() {
+        let reg = Registry::builtin();
+        let ok_versions =
+            json!([{ "name": "v1", "served": true, "storage": true, "schema": open_schema() }]);
+        let mut c = crd("widgets", ok_versions.clone());
+        c["metadata"]["name"] = json!("wrong.example.com");
+        assert!(
+            reg.apply_crd(&c)
+                .unwrap_err()
+                .to_string()
+                .contains("metadata.name")
+        );
+
+        let mut c = crd("widgets", ok_versions.clone());
+        c["spec"]["scope"] = json!("Galaxy");
+        assert!(
+            reg.apply_crd(&c)
+                .unwrap_err()
+                .to_string()
+                .contains("spec.scope")
+        );
+
+        let mut c = crd("widgets", ok_versions.clone());
+        c["spec"].as_object_mut().unwrap().remove("group");
+        c["metadata"]["name"] = json!("widgets.");
+        assert!(
+            reg.apply_crd(&c)
+                .unwrap_err()
+                .to_string()
+                .contains("spec.group")
+        );
+
+        let c = crd(
+            "widgets",
+            json!([{ "name": "v1", "served": true, "storage": false }]),
+        );
+        assert!(
+            reg.apply_crd(&c)
+                .unwrap_err()
+                .to_string()
+                .contains("storage version")
+        );
+
+        let c = crd("widgets", json!([]));
+        assert!(
+            reg.apply_crd(&c)
+                .unwrap_err()
+                .to_string()
+                .contains("spec.versions")
+        );
+
+        let c = crd(
+            "widgets",
+            json!([{ "name": "v1", "served": true, "storage": true,
+            "schema": { "openAPIV3Schema": { "type": 7 } } }]),
+        );
+        assert!(
+            reg.apply_crd(&c)
+                .unwrap_err()
+                .to_string()
+                .contains("spec.versions[0].schema.openAPIV3Schema")
+        );
+
+        // A CRD cannot take over a built-in resource.
+        let mut c = crd("deployments", ok_versions);
+        c["spec"]["group"] = json!("apps");
+        c["metadata"]["name"] = json!("deployments.apps");
+        assert!(matches!(
+            reg.apply_crd(&c),
+            Err(CrdError::NameConflict { .. })
+        ));
+        assert_eq!(
+            reg.resolve("apps", "v1", "deployments").unwrap().crd_name,
+            None
+        );
+    }
+
+    async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        for _ in 0..100 {
+            if let Some(x) = f() {
+                return x;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("not within a second: {what}");
+    }
+
+    #[tokio::test]
+    async fn crd_controller_serves_created_crds_and_forgets_deleted_ones() {
+        let store = Store::default();
+        let reg = Registry::builtin();
+        let stop = CancellationToken::new();
+        reg.spawn_crd_controller(store.clone(), stop.clone());
+        let crds = crd_resource_id();
+
+        // The Istio CRDs are installed as objects, with status.
+        let vs = eventually("Istio CRD established", || {
+            store
+                .get(&crds, "", "virtualservices.networking.istio.io")
+                .filter(|o| o.pointer("/status/conditions").is_some())
+        })
+        .await;
+        assert_eq!(vs["status"]["acceptedNames"]["kind"], "VirtualService");
+
+        let yaml = include_str!("../tests/fixtures/canary-crd.yaml");
+        store
+            .create(&crds, serde_saphyr::from_str(yaml).unwrap())
+            .unwrap();
+        eventually("canaries served", || {
+            reg.resolve("flagger.app", "v1beta1", "canaries")
+        })
+        .await;
+        let stored = eventually("status written", || {
+            store
+                .get(&crds, "", "canaries.flagger.app")
+                .filter(|o| o.pointer("/status/conditions").is_some())
+        })
+        .await;
+        let conds = stored["status"]["conditions"].as_array().unwrap();
+        for t in ["NamesAccepted", "Established"] {
+            let c = conds.iter().find(|c| c["type"] == t).unwrap();
+            assert_eq!(c["status"], "True", "{t}");
+        }
+        assert_eq!(stored["status"]["acceptedNames"]["plural"], "canaries");
+        assert_eq!(stored["status"]["storedVersions"], json!(["v1beta1"]));
+        // Status subresource registered with the store.
+        assert!(
+            store
+                .type_info(&ResourceId::new("flagger.app", "canaries"))
+                .status_subresource
+        );
+        // Writing the status once settles: a no-op afterwards.
+        let rv = stored["metadata"]["resourceVersion"].clone();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            store.get(&crds, "", "canaries.flagger.app").unwrap()["metadata"]["resourceVersion"],
+            rv
+        );
+
+        // A conflicting CRD is not served and says why.
+        let mut clash = crd(
+            "deployments",
+            json!([{ "name": "v1", "served": true, "storage": true, "schema": open_schema() }]),
+        );
+        clash["spec"]["group"] = json!("apps");
+        clash["metadata"]["name"] = json!("deployments.apps");
+        store.create(&crds, clash).unwrap();
+        let c = eventually("conflict reported", || {
+            store
+                .get(&crds, "", "deployments.apps")
+                .filter(|o| o.pointer("/status/conditions").is_some())
+        })
+        .await;
+        assert_eq!(c["status"]["conditions"][0]["status"], "False");
+        assert_eq!(c["status"]["conditions"][0]["reason"], "NameConflict");
+
+        // Objects of the CRD go with it.
+        let canaries = ResourceId::new("flagger.app", "canaries");
+        store
+            .create(
+                &ResourceId::new("", "namespaces"),
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "test"}}),
+            )
+            .unwrap();
+        store.create(&canaries, json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo", "namespace": "test"}, "spec": {}})).unwrap();
+        store.delete(&crds, "", "canaries.flagger.app").unwrap();
+        eventually("canaries gone", || {
+            reg.resolve("flagger.app", "v1beta1", "canaries")
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        eventually("canary objects deleted", || {
+            store.list(&canaries, None).is_empty().then_some(())
+        })
+        .await;
+        stop.cancel();
     }
 }

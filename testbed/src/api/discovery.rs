@@ -313,3 +313,217 @@ fn aggregated_resource(t: &ResourceType) -> Value {
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use kube::core::GroupVersionKind;
+    use kube::discovery::{Discovery, Scope, verbs};
+
+    /// Serves discovery and OpenAPI for `reg` on a loopback port; returns a kube client for it.
+    pub(crate) async fn serve(reg: Registry) -> (kube::Client, String) {
+        let app = routes(reg.clone()).merge(super::super::openapi::routes(reg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let cfg = kube::Config::new(url.parse().unwrap());
+        (kube::Client::try_from(cfg).unwrap(), url)
+    }
+
+    async fn get(
+        client: &kube::Client,
+        path: &str,
+        accept: &str,
+    ) -> (http::StatusCode, String, Value) {
+        let req = http::Request::get(path)
+            .header("Accept", accept)
+            .body(Vec::new())
+            .unwrap();
+        let resp = client
+            .send(req.map(kube::client::Body::from))
+            .await
+            .unwrap();
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(axum::body::Body::new(resp.into_body()), usize::MAX)
+            .await
+            .unwrap();
+        (status, ct, serde_json::from_slice(&body).unwrap())
+    }
+
+    fn check(d: &Discovery) {
+        let (ar, caps) = d
+            .resolve_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment"))
+            .expect("deployments discovered");
+        assert_eq!(ar.plural, "deployments");
+        assert_eq!(caps.scope, Scope::Namespaced);
+        assert!(caps.supports_operation(verbs::WATCH) && caps.supports_operation(verbs::PATCH));
+        let subs: Vec<_> = caps
+            .subresources
+            .iter()
+            .map(|(r, _)| r.plural.clone())
+            .collect();
+        assert!(
+            subs.contains(&"scale".to_string()) && subs.contains(&"status".to_string()),
+            "{subs:?}"
+        );
+        let (ns, caps) = d
+            .resolve_gvk(&GroupVersionKind::gvk("", "v1", "Namespace"))
+            .unwrap();
+        assert_eq!(
+            (ns.plural.as_str(), caps.scope),
+            ("namespaces", Scope::Cluster)
+        );
+        for (g, v, k) in [
+            ("networking.istio.io", "v1alpha3", "VirtualService"),
+            ("networking.istio.io", "v1beta1", "DestinationRule"),
+            ("networking.istio.io", "v1", "Gateway"),
+            ("autoscaling", "v2", "HorizontalPodAutoscaler"),
+            ("autoscaling", "v2beta1", "HorizontalPodAutoscaler"),
+            ("coordination.k8s.io", "v1", "Lease"),
+            ("events.k8s.io", "v1", "Event"),
+            ("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+        ] {
+            assert!(
+                d.resolve_gvk(&GroupVersionKind::gvk(g, v, k)).is_some(),
+                "{g}/{v} {k}"
+            );
+        }
+        let autoscaling = d.get("autoscaling").unwrap();
+        assert_eq!(autoscaling.preferred_version_or_latest(), "v2");
+    }
+
+    #[tokio::test]
+    async fn kube_rs_discovers_builtins_and_istio_both_ways() {
+        let (client, _) = serve(Registry::builtin()).await;
+        check(&Discovery::new(client.clone()).run().await.unwrap());
+        check(&Discovery::new(client).run_aggregated().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn resource_lists_carry_names_verbs_and_subresources() {
+        let (client, _) = serve(Registry::builtin()).await;
+        let (status, _, apps) = get(&client, "/apis/apps/v1", "application/json").await;
+        assert_eq!(status, 200);
+        assert_eq!(apps["kind"], "APIResourceList");
+        assert_eq!(apps["groupVersion"], "apps/v1");
+        let res = apps["resources"].as_array().unwrap();
+        let find = |n: &str| {
+            res.iter()
+                .find(|r| r["name"] == n)
+                .unwrap_or_else(|| panic!("{n}"))
+                .clone()
+        };
+        let d = find("deployments");
+        assert_eq!(d["singularName"], "deployment");
+        assert_eq!(d["kind"], "Deployment");
+        assert_eq!(d["namespaced"], true);
+        assert_eq!(d["shortNames"], json!(["deploy"]));
+        assert_eq!(d["categories"], json!(["all"]));
+        assert_eq!(d["verbs"].as_array().unwrap().len(), 8);
+        let scale = find("deployments/scale");
+        assert_eq!(
+            (
+                scale["group"].as_str(),
+                scale["version"].as_str(),
+                scale["kind"].as_str()
+            ),
+            (Some("autoscaling"), Some("v1"), Some("Scale"))
+        );
+        assert_eq!(
+            find("deployments/status")["verbs"],
+            json!(["get", "patch", "update"])
+        );
+
+        let (_, _, core) = get(&client, "/api/v1", "application/json").await;
+        assert_eq!(core["groupVersion"], "v1");
+        let ns = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "namespaces")
+            .unwrap()
+            .clone();
+        assert_eq!(ns["namespaced"], false);
+
+        let (_, _, group) = get(&client, "/apis/networking.istio.io", "application/json").await;
+        assert_eq!(group["kind"], "APIGroup");
+        assert_eq!(group["preferredVersion"]["version"], "v1");
+        assert_eq!(group["versions"].as_array().unwrap().len(), 3);
+
+        let (_, _, version) = get(&client, "/version", "application/json").await;
+        assert_eq!(version["major"], "1");
+
+        let (status, _, body) = get(&client, "/apis/nope.example.com/v1", "application/json").await;
+        assert_eq!(status, 404);
+        assert_eq!(body["reason"], "NotFound");
+        let (status, _, _) = get(&client, "/apis/apps/v7", "application/json").await;
+        assert_eq!(status, 404);
+        let (status, _, _) = get(&client, "/apis/nope.example.com", "application/json").await;
+        assert_eq!(status, 404);
+    }
+
+    #[tokio::test]
+    async fn aggregated_discovery_only_when_asked() {
+        let (client, _) = serve(Registry::builtin()).await;
+        let kubectl_accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        let (_, ct, body) = get(&client, "/apis", kubectl_accept).await;
+        assert_eq!(ct, AGGREGATED_V2);
+        assert_eq!(body["kind"], "APIGroupDiscoveryList");
+        let (_, ct, body) = get(&client, "/apis", "application/json").await;
+        assert_eq!(ct, "application/json");
+        assert_eq!(body["kind"], "APIGroupList");
+        let names: Vec<_> = body["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            &names[..2],
+            ["apps", "events.k8s.io"],
+            "built-in groups in server order"
+        );
+        assert!(names.contains(&"networking.istio.io"));
+        let (_, _, body) = get(&client, "/api", "application/json").await;
+        assert_eq!(
+            body,
+            json!({ "kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [] })
+        );
+        // Only v2 is offered; a v2beta1-only client gets the classic document.
+        let (_, ct, _) = get(
+            &client,
+            "/api",
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList",
+        )
+        .await;
+        assert_eq!(ct, "application/json");
+    }
+
+    #[tokio::test]
+    async fn crds_appear_and_disappear_in_discovery() {
+        let reg = Registry::builtin();
+        let (client, _) = serve(reg.clone()).await;
+        let crd: Value =
+            serde_saphyr::from_str(include_str!("../../tests/fixtures/canary-crd.yaml")).unwrap();
+        reg.apply_crd(&crd).unwrap();
+        let d = Discovery::new(client.clone()).run().await.unwrap();
+        let (ar, caps) = d
+            .resolve_gvk(&GroupVersionKind::gvk("flagger.app", "v1beta1", "Canary"))
+            .unwrap();
+        assert_eq!(ar.plural, "canaries");
+        assert_eq!(caps.subresources.len(), 1);
+        reg.remove_crd("canaries.flagger.app");
+        let d = Discovery::new(client).run_aggregated().await.unwrap();
+        assert!(
+            d.resolve_gvk(&GroupVersionKind::gvk("flagger.app", "v1beta1", "Canary"))
+                .is_none()
+        );
+        assert!(!d.has_group("flagger.app"));
+    }
+}

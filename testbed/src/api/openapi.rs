@@ -385,3 +385,126 @@ fn kind_schema(t: &ResourceType, version: &str) -> Value {
     }
     schema
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// What kubectl's `queryParamVerifierV3` does: find the PATCH operation of the GVK and look
+    /// for the `fieldValidation` query parameter. Every PATCH of the GVK must agree, since kubectl
+    /// stops at the first one it meets in (random) map order.
+    fn supports_field_validation(doc: &Value, group: &str, version: &str, kind: &str) -> bool {
+        let mut seen = false;
+        for (_, item) in doc["paths"].as_object().unwrap() {
+            let Some(patch) = item.get("patch") else {
+                continue;
+            };
+            let gvk = &patch["x-kubernetes-group-version-kind"];
+            if gvk["group"] != group || gvk["version"] != version || gvk["kind"] != kind {
+                continue;
+            }
+            let has = patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation" && p["in"] == "query");
+            if !has {
+                return false;
+            }
+            seen = true;
+        }
+        seen
+    }
+
+    #[test]
+    fn every_served_kind_supports_server_side_field_validation() {
+        let reg = Registry::builtin();
+        let index = index_doc(&reg);
+        let paths = index["paths"].as_object().unwrap();
+        for t in reg.all() {
+            for v in t.versions.iter().filter(|v| v.served) {
+                let key = gv_path(&t.group, &v.name);
+                let url = paths[&key]["serverRelativeURL"].as_str().unwrap();
+                assert!(
+                    url.starts_with(&format!("/openapi/v3/{key}?hash=")),
+                    "{url}"
+                );
+                let doc = gv_doc(&reg, &t.group, &v.name).unwrap();
+                assert_eq!(doc["openapi"], "3.0.0");
+                assert!(
+                    supports_field_validation(&doc, &t.group, &v.name, &t.kind),
+                    "{} {}",
+                    t.qualified(),
+                    v.name
+                );
+                // No strategic merge patch is advertised (kubectl would then need full schemas).
+                let s = doc.to_string();
+                assert!(!s.contains("strategic-merge-patch"));
+            }
+        }
+        let apps = gv_doc(&reg, "apps", "v1").unwrap();
+        assert!(supports_field_validation(
+            &apps,
+            "autoscaling",
+            "v1",
+            "Scale"
+        ));
+        let d = &apps["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"];
+        assert_eq!(
+            d["x-kubernetes-group-version-kind"][0]["kind"],
+            "Deployment"
+        );
+        assert!(
+            apps["paths"]
+                .get("/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale")
+                .is_some()
+        );
+        let core = gv_doc(&reg, "", "v1").unwrap();
+        assert!(core["paths"].get("/api/v1/namespaces/{name}").is_some());
+        assert!(gv_doc(&reg, "apps", "v2").is_none());
+    }
+
+    #[test]
+    fn crd_documents_carry_the_crd_schema_and_change_the_index_hash() {
+        let reg = Registry::builtin();
+        let before = index_doc(&reg);
+        assert!(before["paths"].get("apis/flagger.app/v1beta1").is_none());
+        let crd: Value =
+            serde_saphyr::from_str(include_str!("../../tests/fixtures/canary-crd.yaml")).unwrap();
+        reg.apply_crd(&crd).unwrap();
+        let after = index_doc(&reg);
+        assert!(after["paths"].get("apis/flagger.app/v1beta1").is_some());
+        let doc = gv_doc(&reg, "flagger.app", "v1beta1").unwrap();
+        assert!(supports_field_validation(
+            &doc,
+            "flagger.app",
+            "v1beta1",
+            "Canary"
+        ));
+        let canary = &doc["components"]["schemas"]["app.flagger.v1beta1.Canary"];
+        assert_eq!(canary["required"], json!(["spec"]));
+        assert_eq!(
+            canary["properties"]["spec"]["properties"]["targetRef"]["required"],
+            json!(["apiVersion", "kind", "name"])
+        );
+        assert!(
+            doc["paths"]
+                .get("/apis/flagger.app/v1beta1/namespaces/{namespace}/canaries/{name}/status")
+                .is_some()
+        );
+        // An unrelated group's hash does not move when the Canary CRD changes.
+        let mut changed = crd.clone();
+        changed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] = json!("x");
+        reg.apply_crd(&changed).unwrap();
+        let again = index_doc(&reg);
+        assert_eq!(
+            again["paths"]["apis/apps/v1"],
+            after["paths"]["apis/apps/v1"]
+        );
+        assert_ne!(
+            again["paths"]["apis/flagger.app/v1beta1"],
+            after["paths"]["apis/flagger.app/v1beta1"]
+        );
+    }
+}
