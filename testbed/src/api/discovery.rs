@@ -323,6 +323,8 @@ mod tests {
 
     /// Serves discovery and OpenAPI for `reg` on a loopback port; returns a kube client for it.
     pub(crate) async fn serve(reg: Registry) -> (kube::Client, String) {
+        // kube links rustls without choosing a crypto provider; Err = one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let app = routes(reg.clone()).merge(super::super::openapi::routes(reg));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
