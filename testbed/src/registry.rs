@@ -155,6 +155,8 @@ struct Inner {
     types: BTreeMap<(String, String), Arc<ResourceType>>,
     /// Bumped on every change, so discovery/OpenAPI documents can be cached and hashed.
     generation: u64,
+    /// CRD name -> (the spec it was served from, its resource), to skip unchanged re-applies.
+    crds: BTreeMap<String, (Value, Arc<ResourceType>)>,
 }
 
 /// The Istio CRDs installed at start, as a real mesh installation would have them.
@@ -382,6 +384,7 @@ impl Registry {
                     .types
                     .insert((t.group.clone(), t.plural.clone()), Arc::new(t));
             }
+            inner.generation += 1;
         }
         for crd in istio_crds() {
             if let Err(e) = reg.apply_crd(&crd) {
@@ -396,10 +399,9 @@ impl Registry {
         self.0.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Callers bump `generation` when they change something.
     fn write(&self) -> RwLockWriteGuard<'_, Inner> {
-        let mut g = self.0.write().unwrap_or_else(|e| e.into_inner());
-        g.generation += 1;
-        g
+        self.0.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The resource served at `/apis/<group>/<version>/<plural>` (group "" = `/api/v1`), if that
@@ -478,6 +480,17 @@ impl Registry {
     /// Registers (or updates) the resource a CRD defines. Fails, leaving the registry unchanged,
     /// if the CRD is malformed or its names are taken by another resource.
     pub fn apply_crd(&self, crd: &Value) -> Result<Arc<ResourceType>, CrdError> {
+        let spec = crd.get("spec").cloned().unwrap_or(Value::Null);
+        {
+            // Status writes and resyncs re-apply unchanged CRDs: keep the generation still.
+            let inner = self.read();
+            if let Some(name) = str_at(crd, &["metadata", "name"])
+                && let Some((s, t)) = inner.crds.get(name)
+                && *s == spec
+            {
+                return Ok(t.clone());
+            }
+        }
         let t = Arc::new(resource_from_crd(crd)?);
         let key = (t.group.clone(), t.plural.clone());
         let mut inner = self.write();
@@ -506,7 +519,12 @@ impl Registry {
         inner
             .types
             .retain(|k, o| *k == key || o.crd_name.is_none() || o.crd_name != t.crd_name);
+        inner.crds.retain(|_, (_, o)| o.crd_name != t.crd_name);
         inner.types.insert(key, t.clone());
+        if let Some(name) = &t.crd_name {
+            inner.crds.insert(name.clone(), (spec, t.clone()));
+        }
+        inner.generation += 1;
         Ok(t)
     }
 
@@ -542,7 +560,11 @@ impl Registry {
                 };
                 match ev {
                     Ok(ev) if ev.resource == crds => match ev.kind {
-                        EventType::Deleted => reg.crd_deleted(&store, &ev.object),
+                        EventType::Deleted => {
+                            reg.crd_deleted(&store, &ev.object);
+                            // A CRD refused for a name conflict may be servable now.
+                            reg.resync(&store);
+                        }
                         EventType::Added | EventType::Modified => reg.reconcile(&store, &ev.object),
                     },
                     Ok(_) => {}
@@ -685,6 +707,8 @@ impl Registry {
             .iter()
             .find(|(_, t)| t.crd_name.as_deref() == Some(crd_name))
             .map(|(k, _)| k.clone())?;
+        inner.crds.remove(crd_name);
+        inner.generation += 1;
         inner.types.remove(&key)
     }
 }
@@ -1138,6 +1162,15 @@ mod tests {
         );
         assert!(v.schema.is_some() && v.openapi_schema.is_some());
         assert!(reg.resolve("flagger.app", "v1beta1", "canaries").is_some());
+        // Re-applying an unchanged CRD (as status writes do) keeps cached documents valid.
+        let generation = reg.generation();
+        let mut with_status = crd.clone();
+        with_status["status"] = json!({ "conditions": [] });
+        reg.apply_crd(&with_status).unwrap();
+        assert_eq!(reg.generation(), generation);
+        with_status["spec"]["names"]["shortNames"] = json!(["cn"]);
+        assert_eq!(reg.apply_crd(&with_status).unwrap().short_names, vec!["cn"]);
+        assert_ne!(reg.generation(), generation);
     }
 
     #[test]

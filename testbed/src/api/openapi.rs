@@ -14,6 +14,7 @@
 //! `/openapi/v2` is not served (404): kubectl treats that as "no OpenAPI v2" and carries on.
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -29,16 +30,75 @@ const STATUS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
 
 /// OpenAPI routes; merge them into the API router.
 pub fn routes(registry: Registry) -> Router {
+    let state = Docs {
+        registry,
+        cache: Arc::new(Mutex::new(None)),
+    };
     Router::new()
         .route("/openapi/v3", get(index))
         .route("/openapi/v3/", get(index))
         .route("/openapi/v3/api/v1", get(core_doc))
         .route("/openapi/v3/apis/{group}/{version}", get(group_doc))
-        .with_state(registry)
+        .with_state(state)
 }
 
-fn json_ok(body: &Value) -> Response {
-    let mut resp = (StatusCode::OK, body.to_string()).into_response();
+/// The registry plus the documents rendered for its current generation (rendering them all takes
+/// a while, and kubectl asks for the index on every command).
+#[derive(Clone)]
+struct Docs {
+    registry: Registry,
+    cache: Arc<Mutex<Option<Rendered>>>,
+}
+
+struct Rendered {
+    generation: u64,
+    index: Arc<String>,
+    /// `api/v1`/`apis/<g>/<v>` -> document text.
+    docs: BTreeMap<String, Arc<String>>,
+}
+
+impl Docs {
+    fn rendered<T>(&self, f: impl FnOnce(&Rendered) -> T) -> T {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = self.registry.generation();
+        if cache.as_ref().is_none_or(|r| r.generation != generation) {
+            *cache = Some(render_all(&self.registry, generation));
+        }
+        match cache.as_ref() {
+            Some(r) => f(r),
+            None => f(&render_all(&self.registry, generation)),
+        }
+    }
+}
+
+fn render_all(reg: &Registry, generation: u64) -> Rendered {
+    let mut paths = Map::new();
+    let mut docs = BTreeMap::new();
+    for (group, versions) in reg.groups() {
+        for version in versions {
+            let Some(doc) = gv_doc(reg, &group, &version) else {
+                continue;
+            };
+            let text = doc.to_string();
+            let mut h = DefaultHasher::new();
+            text.hash(&mut h);
+            let key = gv_path(&group, &version);
+            paths.insert(
+                key.clone(),
+                json!({ "serverRelativeURL": format!("/openapi/v3/{key}?hash={:016X}", h.finish()) }),
+            );
+            docs.insert(key, Arc::new(text));
+        }
+    }
+    Rendered {
+        generation,
+        index: Arc::new(json!({ "paths": paths }).to_string()),
+        docs,
+    }
+}
+
+fn text_ok(text: Arc<String>) -> Response {
+    let mut resp = (StatusCode::OK, (*text).clone()).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -69,43 +129,32 @@ fn gv_path(group: &str, version: &str) -> String {
     }
 }
 
-async fn index(State(reg): State<Registry>) -> Response {
-    json_ok(&index_doc(&reg))
+async fn index(State(docs): State<Docs>) -> Response {
+    text_ok(docs.rendered(|r| r.index.clone()))
 }
 
 /// The `/openapi/v3` index; each URL carries a hash of its document so clients can cache it.
 pub fn index_doc(reg: &Registry) -> Value {
-    let mut paths = Map::new();
-    for (group, versions) in reg.groups() {
-        for version in versions {
-            let doc = gv_doc(reg, &group, &version).unwrap_or(Value::Null);
-            let mut h = DefaultHasher::new();
-            doc.to_string().hash(&mut h);
-            let key = gv_path(&group, &version);
-            paths.insert(
-                key.clone(),
-                json!({ "serverRelativeURL": format!("/openapi/v3/{key}?hash={:016X}", h.finish()) }),
-            );
-        }
-    }
-    json!({ "paths": paths })
+    let r = render_all(reg, reg.generation());
+    serde_json::from_str(&r.index).unwrap_or(Value::Null)
 }
 
-async fn core_doc(State(reg): State<Registry>) -> Response {
-    match gv_doc(&reg, "", "v1") {
-        Some(doc) => json_ok(&doc),
-        None => not_found("/openapi/v3/api/v1"),
+fn serve_doc(docs: &Docs, key: String) -> Response {
+    match docs.rendered(|r| r.docs.get(&key).cloned()) {
+        Some(text) => text_ok(text),
+        None => not_found(&format!("/openapi/v3/{key}")),
     }
+}
+
+async fn core_doc(State(docs): State<Docs>) -> Response {
+    serve_doc(&docs, gv_path("", "v1"))
 }
 
 async fn group_doc(
-    State(reg): State<Registry>,
+    State(docs): State<Docs>,
     Path((group, version)): Path<(String, String)>,
 ) -> Response {
-    match gv_doc(&reg, &group, &version) {
-        Some(doc) => json_ok(&doc),
-        None => not_found(&format!("/openapi/v3/apis/{group}/{version}")),
-    }
+    serve_doc(&docs, gv_path(&group, &version))
 }
 
 /// `io.k8s.api.apps.v1.Deployment`-style schema name: the group reversed, then version and kind.
