@@ -1,0 +1,85 @@
+{{/* Chart name, truncated to the 63 characters Kubernetes names allow. */}}
+{{- define "flagger.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "flagger.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "flagger.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "flagger.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "flagger.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "flagger.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "flagger.labels" -}}
+{{ include "flagger.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/*
+The operator's API calls, one rule each, and nothing else (no wildcards). Shared by the ClusterRole
+(all namespaces) and the Role (namespaced mode). Verbs follow the operator's portable API subset:
+reads come from watches (get/list/watch), writes are create/update/patch, and delete only where
+finalization removes objects the operator created.
+*/}}
+{{- define "flagger.rules" -}}
+# Canaries: watched; finalizer added/removed for revertOnDeletion; progress kept in .status.
+- apiGroups: ["flagger.app"]
+  resources: ["canaries"]
+  verbs: ["get", "list", "watch", "update", "patch"]
+- apiGroups: ["flagger.app"]
+  resources: ["canaries/status"]
+  verbs: ["get", "update", "patch"]
+# Owner references with blockOwnerDeletion on generated objects need update on the owner's finalizers.
+- apiGroups: ["flagger.app"]
+  resources: ["canaries/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["flagger.app"]
+  resources: ["metrictemplates", "alertproviders"]
+  verbs: ["get", "list", "watch"]
+# Targets and their -primary clones (scaled, copied on promotion, restored on deletion).
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# Apex, -primary and -canary Services.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# Config tracking reads the target's ConfigMaps/Secrets and writes their -primary copies; Secrets are
+# also read for metric-provider credentials and alert-provider addresses. Copies are removed by
+# garbage collection (owner references), so no delete.
+- apiGroups: [""]
+  resources: ["configmaps", "secrets"]
+  verbs: ["get", "list", "watch", "create", "update", "patch"]
+# Events on Canaries; repeats are folded into a count bump (patch).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+# Istio traffic routing.
+- apiGroups: ["networking.istio.io"]
+  resources: ["virtualservices", "destinationrules"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+{{- end -}}

@@ -1,0 +1,577 @@
+//! The Helm charts: they lint strictly, render valid Kubernetes manifests for the seed's install
+//! commands and every documented mode, keep RBAC free of wildcards, and every documented value
+//! changes what is rendered. Needs `helm` and `kubernetes-validate` (scripts/install-deps).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const CHARTS: [&str; 3] = ["flagger", "loadtester", "grafana"];
+
+fn chart(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("charts")
+        .join(name)
+}
+
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program}: {e}; run scripts/install-deps to install it")
+        });
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `helm template` of a chart with extra arguments; panics with helm's message on failure.
+fn render(name: &str, args: &[&str]) -> String {
+    let path = chart(name);
+    let path = path.to_str().unwrap();
+    let mut all = vec!["template", name, path, "--namespace", "istio-system"];
+    all.extend_from_slice(args);
+    let (ok, out, err) = run("helm", &all, None);
+    assert!(ok, "helm template {name} {args:?} failed: {err}");
+    out
+}
+
+/// Rendered documents as JSON values (empty documents dropped).
+fn documents(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---")
+        .filter(|doc| {
+            doc.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .map(|doc| serde_saphyr::from_str::<Value>(doc).unwrap_or_else(|e| panic!("{e}: {doc}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+const SEED: &[&str] = &["--set", "metricsServer=http://prometheus.istio-system:9090"];
+const SEED_SLACK: &[&str] = &[
+    "--set",
+    "metricsServer=http://prometheus.istio-system:9090",
+    "--set",
+    "slack.url=https://hooks.slack.com/services/YOUR/SLACK/WEBHOOK",
+    "--set",
+    "slack.channel=general",
+    "--set",
+    "slack.user=flagger",
+];
+const NAMESPACED: &[&str] = &["--set", "namespace=test"];
+const LEADER: &[&str] = &[
+    "--set",
+    "leaderElection.enabled=true",
+    "--set",
+    "leaderElection.replicaCount=2",
+];
+const MONITORS: &[&str] = &[
+    "--set",
+    "podMonitor.enabled=true",
+    "--set",
+    "serviceMonitor.enabled=true",
+];
+
+fn flagger_modes() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        ("default", &[]),
+        ("seed", SEED),
+        ("seed with slack", SEED_SLACK),
+        ("namespaced", NAMESPACED),
+        ("leader election", LEADER),
+        ("monitors", MONITORS),
+    ]
+}
+
+#[test]
+fn every_chart_passes_strict_lint() {
+    for name in CHARTS {
+        let path = chart(name);
+        let (ok, out, err) = run("helm", &["lint", "--strict", path.to_str().unwrap()], None);
+        assert!(ok, "helm lint --strict {name}:\n{out}\n{err}");
+    }
+}
+
+/// kubernetes-validate knows built-in kinds only; the Prometheus-operator monitors are checked here.
+fn check_monitor(doc: &Value) {
+    assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1");
+    let endpoints = doc["spec"]["podMetricsEndpoints"]
+        .as_array()
+        .or_else(|| doc["spec"]["endpoints"].as_array())
+        .expect("monitor endpoints");
+    assert_eq!(endpoints[0]["path"], "/metrics");
+    assert_eq!(endpoints[0]["port"], "http");
+    assert!(doc["spec"]["selector"]["matchLabels"].is_object());
+}
+
+fn validate(label: &str, yaml: &str) {
+    let mut builtin = String::new();
+    for doc in documents(yaml) {
+        match doc["kind"].as_str() {
+            Some("PodMonitor" | "ServiceMonitor") => check_monitor(&doc),
+            _ => {
+                builtin.push_str("---\n");
+                builtin.push_str(&serde_json::to_string(&doc).unwrap());
+                builtin.push('\n');
+            }
+        }
+    }
+    let (ok, out, err) = run("kubernetes-validate", &["--strict", "-"], Some(&builtin));
+    assert!(ok, "{label}: kubernetes-validate failed:\n{out}\n{err}");
+    assert!(
+        !out.contains("ERROR") && !err.contains("ERROR"),
+        "{label}:\n{out}\n{err}"
+    );
+    assert!(
+        !out.contains("Couldn't find schema") && !err.contains("Couldn't find schema"),
+        "{label}: a document was not validated:\n{out}\n{err}"
+    );
+}
+
+#[test]
+fn rendered_manifests_validate_in_every_mode() {
+    for (label, args) in flagger_modes() {
+        validate(&format!("flagger {label}"), &render("flagger", args));
+    }
+    validate("loadtester", &render("loadtester", &[]));
+    validate("grafana", &render("grafana", &[]));
+    validate(
+        "grafana seed",
+        &render(
+            "grafana",
+            &["--set", "url=http://prometheus.istio-system:9090"],
+        ),
+    );
+}
+
+fn rbac_rules(yaml: &str) -> Vec<(String, Value)> {
+    documents(yaml)
+        .into_iter()
+        .filter(|d| matches!(d["kind"].as_str(), Some("ClusterRole" | "Role")))
+        .flat_map(|d| {
+            let kind = d["kind"].as_str().unwrap().to_string();
+            d["rules"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |r| (kind.clone(), r))
+        })
+        .collect()
+}
+
+#[test]
+fn rbac_has_no_wildcards_and_is_namespaced_when_asked() {
+    for (label, args) in flagger_modes() {
+        let rules = rbac_rules(&render("flagger", args));
+        assert!(!rules.is_empty(), "{label}: no RBAC rendered");
+        for (_, rule) in &rules {
+            for field in ["apiGroups", "resources", "verbs"] {
+                for v in rule[field].as_array().unwrap() {
+                    assert_ne!(v, "*", "{label}: wildcard in {field}: {rule}");
+                }
+            }
+        }
+    }
+    let namespaced = documents(&render("flagger", NAMESPACED));
+    assert!(
+        !namespaced.iter().any(|d| matches!(
+            d["kind"].as_str(),
+            Some("ClusterRole" | "ClusterRoleBinding")
+        )),
+        "namespaced mode must not grant cluster-wide access"
+    );
+    let role = namespaced
+        .iter()
+        .find(|d| d["kind"] == "Role")
+        .expect("namespaced Role");
+    assert_eq!(role["metadata"]["namespace"], "test");
+    // Secrets: no delete anywhere, and no access to pods at all.
+    for (_, rule) in rbac_rules(&render("flagger", &[])) {
+        let resources: Vec<&str> = rule["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(!resources.contains(&"pods"), "{rule}");
+        if resources.contains(&"secrets") {
+            assert!(
+                !rule["verbs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|v| v == "delete")
+            );
+        }
+    }
+    // Leases only with leader election.
+    let lease = |yaml: &str| {
+        rbac_rules(yaml).iter().any(|(_, r)| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == "leases")
+        })
+    };
+    assert!(!lease(&render("flagger", &[])));
+    assert!(lease(&render("flagger", LEADER)));
+}
+
+#[test]
+fn pods_run_as_non_root_with_read_only_root_and_no_capabilities() {
+    for (name, args) in [
+        ("flagger", &[][..]),
+        ("loadtester", &[][..]),
+        ("grafana", &[][..]),
+    ] {
+        let docs = documents(&render(name, args));
+        let dep = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("deployment");
+        let pod = &dep["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}"
+        );
+        for c in pod["containers"].as_array().unwrap() {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+            assert_eq!(
+                sc["capabilities"]["drop"],
+                serde_json::json!(["ALL"]),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn webhook_urls_never_appear_in_the_pod_spec() {
+    let url = "https://hooks.slack.com/services/YOUR/SLACK/WEBHOOK";
+    let docs = documents(&render("flagger", SEED_SLACK));
+    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert!(
+        !dep.to_string().contains(url),
+        "URL leaked into the Deployment"
+    );
+    let secret = docs
+        .iter()
+        .find(|d| d["kind"] == "Secret")
+        .expect("notifier Secret");
+    assert_eq!(secret["stringData"]["slack-url"], url);
+    // An existing Secret: no Secret rendered, env points at it.
+    let docs = documents(&render(
+        "flagger",
+        &[
+            "--set",
+            "slack.existingSecret=my-slack",
+            "--set",
+            "slack.channel=ops",
+        ],
+    ));
+    assert!(!docs.iter().any(|d| d["kind"] == "Secret"));
+    let env = docs.iter().find(|d| d["kind"] == "Deployment").unwrap()["spec"]["template"]["spec"]
+        ["containers"][0]["env"]
+        .to_string();
+    assert!(env.contains("my-slack"), "{env}");
+}
+
+/// Every value group documented in values.yaml shows up in the rendered output where it should.
+#[test]
+fn every_documented_value_changes_the_rendered_output() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "image",
+            &[
+                "--set",
+                "image.repository=example.org/f",
+                "--set",
+                "image.tag=9.9",
+                "--set",
+                "image.pullPolicy=Always",
+            ],
+            "example.org/f:9.9",
+        ),
+        (
+            "image pull secret",
+            &["--set", "image.pullSecret=regcred"],
+            "regcred",
+        ),
+        (
+            "meshProvider",
+            &["--set", "meshProvider=istio"],
+            "--mesh-provider=istio",
+        ),
+        (
+            "metricsServer",
+            SEED,
+            "--metrics-server=http://prometheus.istio-system:9090",
+        ),
+        ("namespace", NAMESPACED, "--namespace=test"),
+        (
+            "selectorLabels",
+            &["--set", "selectorLabels=app.kubernetes.io/name"],
+            "--selector-labels=app.kubernetes.io/name",
+        ),
+        (
+            "configTracking",
+            &["--set", "configTracking.enabled=false"],
+            "--enable-config-tracking=false",
+        ),
+        ("slack.channel", SEED_SLACK, "--slack-channel=general"),
+        (
+            "slack.user",
+            &["--set", "slack.user=robot"],
+            "--slack-user=robot",
+        ),
+        (
+            "slack.proxyUrl",
+            &["--set", "slack.proxyUrl=http://proxy:3128"],
+            "--slack-proxy-url=http://proxy:3128",
+        ),
+        ("slack.url", SEED_SLACK, "SLACK_URL"),
+        (
+            "msteams.url",
+            &["--set", "msteams.url=https://teams.example/hook"],
+            "MSTEAMS_URL",
+        ),
+        (
+            "msteams.proxyUrl",
+            &["--set", "msteams.proxyUrl=http://proxy:3128"],
+            "MSTEAMS_PROXY_URL",
+        ),
+        (
+            "eventWebhook",
+            &["--set", "eventWebhook=http://events.test/"],
+            "--event-webhook=http://events.test/",
+        ),
+        (
+            "clusterName",
+            &["--set", "clusterName=prod-eu"],
+            "--cluster-name=prod-eu",
+        ),
+        ("leaderElection", LEADER, "--enable-leader-election=true"),
+        ("leaderElection.replicaCount", LEADER, "replicas: 2"),
+        (
+            "noCrossNamespaceRefs",
+            &["--set", "noCrossNamespaceRefs=true"],
+            "--no-cross-namespace-refs=true",
+        ),
+        (
+            "podMonitor",
+            &["--set", "podMonitor.enabled=true"],
+            "kind: PodMonitor",
+        ),
+        (
+            "serviceMonitor",
+            &["--set", "serviceMonitor.enabled=true"],
+            "kind: ServiceMonitor",
+        ),
+        (
+            "serviceAccount",
+            &["--set", "serviceAccount.name=robot-sa"],
+            "serviceAccountName: robot-sa",
+        ),
+        (
+            "logLevel",
+            &["--set", "logLevel=debug"],
+            "--log-level=debug",
+        ),
+        (
+            "resources",
+            &["--set", "resources.limits.memory=1Gi"],
+            "memory: 1Gi",
+        ),
+        (
+            "securityContext",
+            &["--set", "securityContext.runAsUser=12345"],
+            "runAsUser: 12345",
+        ),
+        (
+            "podSecurityContext",
+            &["--set", "podSecurityContext.fsGroup=4242"],
+            "fsGroup: 4242",
+        ),
+        (
+            "nodeSelector",
+            &["--set", "nodeSelector.disktype=ssd"],
+            "disktype: ssd",
+        ),
+        (
+            "tolerations",
+            &[
+                "--set",
+                "tolerations[0].key=dedicated",
+                "--set",
+                "tolerations[0].operator=Exists",
+            ],
+            "key: dedicated",
+        ),
+        (
+            "affinity",
+            &[
+                "--set",
+                "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=zone",
+                "--set",
+                "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+            ],
+            "key: zone",
+        ),
+        (
+            "podAnnotations",
+            &["--set", "podAnnotations.team=canary"],
+            "team: canary",
+        ),
+        ("podLabels", &["--set", "podLabels.tier=ops"], "tier: ops"),
+        (
+            "env",
+            &[
+                "--set",
+                "env[0].name=RUST_BACKTRACE",
+                "--set",
+                "env[0].value=1",
+            ],
+            "RUST_BACKTRACE",
+        ),
+    ];
+    let baseline = render("flagger", &[]);
+    for (group, args, expect) in cases {
+        let out = render("flagger", args);
+        assert!(
+            out.contains(expect),
+            "{group}: `{expect}` not rendered with {args:?}"
+        );
+        assert!(
+            !baseline.contains(expect),
+            "{group}: `{expect}` is rendered by default too"
+        );
+    }
+    // rbac.create=false renders no RBAC; serviceAccount.create=false renders no ServiceAccount.
+    let kinds = |args: &[&str]| -> Vec<String> {
+        documents(&render("flagger", args))
+            .iter()
+            .filter_map(|d| d["kind"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert!(kinds(&[]).contains(&"ClusterRole".to_string()));
+    assert!(
+        !kinds(&["--set", "rbac.create=false"])
+            .iter()
+            .any(|k| k.contains("Role"))
+    );
+    assert!(
+        !kinds(&["--set", "serviceAccount.create=false"]).contains(&"ServiceAccount".to_string())
+    );
+    // crd.create renders the CRDs as templates.
+    let crds = render("flagger", &["--set", "crd.create=true"]);
+    assert!(
+        crds.contains("kind: CustomResourceDefinition"),
+        "crd.create rendered no CRD"
+    );
+    assert!(!baseline.contains("kind: CustomResourceDefinition"));
+    // Companion charts.
+    let lt = render(
+        "loadtester",
+        &["--set", "cmd.timeout=5m", "--set", "cmd.maxConcurrent=3"],
+    );
+    assert!(lt.contains("--timeout=5m") && lt.contains("--max-concurrent=3"));
+    let gf = render(
+        "grafana",
+        &["--set", "url=http://prometheus.istio-system:9090"],
+    );
+    assert!(gf.contains("url: http://prometheus.istio-system:9090"));
+}
+
+#[test]
+fn seed_webhook_address_matches_the_loadtester_service() {
+    // The seed's webhook URL is http://flagger-loadtester.test/ : release "flagger-loadtester" in "test".
+    let path = chart("loadtester");
+    let (ok, out, err) = run(
+        "helm",
+        &[
+            "template",
+            "flagger-loadtester",
+            path.to_str().unwrap(),
+            "--namespace",
+            "test",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let svc = documents(&out)
+        .into_iter()
+        .find(|d| d["kind"] == "Service")
+        .unwrap();
+    assert_eq!(svc["metadata"]["name"], "flagger-loadtester");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 80);
+}
+
+#[test]
+fn grafana_dashboard_parses_and_every_query_is_valid_promql() {
+    let path = chart("grafana").join("dashboards/istio.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for var in dash["templating"]["list"].as_array().unwrap() {
+        // label_values(...) is Grafana's, not PromQL; its inner selector must parse.
+        let q = var["query"]["query"].as_str().unwrap();
+        let inner = q
+            .strip_prefix("label_values(")
+            .and_then(|s| s.rsplit_once(',').map(|(sel, _)| sel.to_string()))
+            .unwrap();
+        exprs.push(inner);
+    }
+    assert!(
+        exprs.len() >= 9,
+        "expected RED panels for both sides plus flagger series"
+    );
+    let joined = exprs.join("\n");
+    for needle in [
+        "istio_requests_total",
+        "istio_request_duration_milliseconds_bucket",
+        "flagger_canary_weight",
+        "flagger_canary_status",
+        "0.50",
+        "0.90",
+        "0.99",
+    ] {
+        assert!(joined.contains(needle), "dashboard lacks {needle}");
+    }
+    for expr in exprs {
+        // Grafana substitutes variables before querying; use values a user would have.
+        let concrete = expr
+            .replace("$namespace", "test")
+            .replace("$primary", "podinfo-primary")
+            .replace("$canary", "podinfo");
+        promql_parser::parser::parse(&concrete)
+            .unwrap_or_else(|e| panic!("invalid PromQL `{concrete}`: {e}"));
+    }
+}
