@@ -19,6 +19,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::{FreeFormObject, with_conversion_none};
 
 /// Desired state of a canary release.
+// The large optional blocks are boxed: every Canary is cached, and an unused block (most never set
+// `canaryAnalysis`) then costs a pointer instead of its full size.
 // clippy reads the repeated `type_ = "string"` of kube's printcolumns as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -111,13 +113,13 @@ pub struct CanarySpec {
     /// How the Services and mesh objects are generated.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(required)]
-    pub service: Option<CanaryService>,
+    pub service: Option<Box<CanaryService>>,
     /// The analysis run on every new revision.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub analysis: Option<CanaryAnalysis>,
+    pub analysis: Option<Box<CanaryAnalysis>>,
     /// Deprecated v1alpha3 name of `analysis`, read when `analysis` is absent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub canary_analysis: Option<CanaryAnalysis>,
+    pub canary_analysis: Option<Box<CanaryAnalysis>>,
     /// Seconds the workload may take to make progress before the release fails (default 600).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress_deadline_seconds: Option<i32>,

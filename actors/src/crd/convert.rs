@@ -68,11 +68,11 @@ pub fn canary_input(canary: &Canary) -> CanaryInput {
         metrics_server: spec.metrics_server.clone(),
         target_ref: spec.target_ref.as_ref().map(object_ref),
         autoscaler_ref: spec.autoscaler_ref.as_ref().map(autoscaler_ref),
-        service: spec.service.as_ref().map(service),
+        service: spec.service.as_deref().map(service),
         analysis: spec
             .analysis
-            .as_ref()
-            .or(spec.canary_analysis.as_ref())
+            .as_deref()
+            .or(spec.canary_analysis.as_deref())
             .map(analysis),
         progress_deadline_seconds: spec.progress_deadline_seconds.map(i64::from),
         skip_analysis: spec.skip_analysis.unwrap_or(false),
