@@ -776,12 +776,13 @@ impl Ctx<'_> {
             ),
             None => (".spec.replicas", ".status.replicas", None),
         };
+        // Built-ins derive the selector from spec.selector; CRDs name a path holding the string.
         let selector = match selector_path {
-            Some(p) => at_path(obj, &p)
+            Some(p) if self.rt.crd_name.is_some() => at_path(obj, &p)
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string(),
-            None => obj
+            _ => obj
                 .pointer("/spec/selector")
                 .map(selector_string)
                 .unwrap_or_default(),
