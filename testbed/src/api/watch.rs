@@ -28,6 +28,7 @@ use crate::table::Column;
 
 use super::ApiState;
 use super::resources::present;
+use crate::faults::Faults;
 
 /// Everything a watch needs, decided by the request handler.
 pub struct WatchSpec {
@@ -56,18 +57,14 @@ pub fn start(st: &ApiState, spec: WatchSpec) -> Result<Response, ApiError> {
         Err(e) => return Err(e),
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
-    let close_after = st.faults.watch_close_after();
-    let deadline = [spec.timeout, close_after]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|d| Instant::now() + d);
+    let deadline = spec.timeout.map(|d| Instant::now() + d);
     let task = Stream {
         tx,
         spec,
         rid,
         bookmark_interval: st.bookmark_interval,
         shutdown: st.shutdown.clone(),
+        faults: st.faults.clone(),
     };
     tokio::spawn(task.run(start.initial, start.live, start.rv, deadline));
     Ok(stream_response(Body::from_stream(ReceiverStream::new(rx))))
@@ -94,7 +91,12 @@ struct Stream {
     rid: ResourceId,
     bookmark_interval: Duration,
     shutdown: CancellationToken,
+    /// Read while the watch runs, so a watch-close fault also cuts watches opened before it.
+    faults: Faults,
 }
+
+/// How often an open watch re-reads the watch-close fault.
+const FAULT_CHECK: Duration = Duration::from_millis(50);
 
 impl Stream {
     fn selected(&self, obj: &Value) -> bool {
@@ -178,6 +180,8 @@ impl Stream {
             Instant::now() + self.bookmark_interval,
             self.bookmark_interval,
         );
+        let opened = Instant::now();
+        let mut fault_check = tokio::time::interval(FAULT_CHECK);
         let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         let deadline = deadline.unwrap_or(far);
         loop {
@@ -185,6 +189,11 @@ impl Stream {
                 _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = self.tx.closed() => return,
+                _ = fault_check.tick() => {
+                    if self.faults.watch_close_after().is_some_and(|d| opened.elapsed() >= d) {
+                        return;
+                    }
+                }
                 _ = ticker.tick(), if self.spec.bookmarks && self.spec.table.is_none() => {
                     if !self.send(self.bookmark(last_rv.max(after), false)).await {
                         return;
