@@ -10,3 +10,6 @@
 //!     pub fn router(&self) -> axum::Router;
 //! }
 //! ```
+
+pub mod promql;
+pub mod tsdb;
