@@ -303,20 +303,19 @@ impl Controller {
         self.terminating.clear();
         for r in [namespaces(), deployments(), replica_sets(), pods(), hpas()] {
             for obj in self.store.list(&r, None) {
-                self.observe(&StoreEvent {
-                    kind: EventType::Added,
-                    resource: r.clone(),
-                    object: obj,
-                    rv: 0,
-                });
+                self.observe_object(&r, &obj, false);
             }
         }
     }
 
     fn observe(&mut self, ev: &StoreEvent) {
-        let obj = &*ev.object;
         let gone = matches!(ev.kind, EventType::Deleted);
-        let r = &ev.resource;
+        self.observe_object(&ev.resource, &ev.object, gone);
+    }
+
+    /// Updates the indexes for one object of type `r` (`gone`: it was deleted) and queues the
+    /// work it affects.
+    fn observe_object(&mut self, r: &ResourceId, obj: &Value, gone: bool) {
         if *r == deployments() {
             let key = key_of(obj);
             for hpa in self.hpas.of(&key) {
