@@ -265,6 +265,17 @@ async fn kubectl_drives_the_testbed() {
         "{}",
         bad.stderr
     );
+    // explain reads the CRD's schema from the OpenAPI v3 document.
+    let explained = k.ok(&["explain", "canaries.spec.targetRef"]).await;
+    assert!(explained.contains("KIND:       Canary"), "{explained}");
+    assert!(
+        explained.contains("FIELD: targetRef <Object>"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("kind\t<string> -required-"),
+        "{explained}"
+    );
     let out = k
         .ok(&["apply", "-f", &fixture("podinfo-canary.yaml")])
         .await;
