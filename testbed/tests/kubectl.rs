@@ -281,6 +281,35 @@ async fn kubectl_drives_the_testbed() {
         .await;
     assert_eq!(out.trim(), "canary.flagger.app/podinfo created");
 
+    // `all` takes the categories from discovery: built-ins and the Canary CRD's (the workload
+    // controllers may have added ReplicaSets and Pods, also in `all`; events and namespaces not).
+    let all = k.ok(&["-n", "test", "get", "all", "-o", "name"]).await;
+    for want in [
+        "canary.flagger.app/podinfo",
+        "deployment.apps/podinfo",
+        "horizontalpodautoscaler.autoscaling/podinfo",
+    ] {
+        assert!(
+            all.lines().any(|l| l == want),
+            "{want} missing from get all: {all}"
+        );
+    }
+    for line in all.lines() {
+        let kind = line.split('/').next().unwrap();
+        assert!(
+            [
+                "canary.flagger.app",
+                "deployment.apps",
+                "horizontalpodautoscaler.autoscaling",
+                "replicaset.apps",
+                "pod",
+                "service"
+            ]
+            .contains(&kind),
+            "{line} is not in category all"
+        );
+    }
+
     // Status through the status subresource; the printer columns show it.
     let out = k
         .ok(&[
