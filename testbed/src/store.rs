@@ -405,6 +405,9 @@ struct State {
 
 const LIVE_BUFFER: usize = 16_384;
 
+/// Namespaces the real API server refuses to delete.
+const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
 impl Default for Store {
     fn default() -> Self {
         Self::new(StoreConfig::default())
@@ -561,6 +564,13 @@ impl Store {
         let current = st
             .get(r, namespace, name)
             .ok_or_else(|| ApiError::not_found(r, name))?;
+        if *r == ResourceId::namespaces() && PROTECTED_NAMESPACES.contains(&name) {
+            return Err(ApiError::forbidden(
+                r,
+                name,
+                "this namespace may not be deleted",
+            ));
+        }
         if let Some(rv) = &opts.precondition_rv
             && *rv != rv_of(&current)
         {
@@ -1648,6 +1658,21 @@ mod tests {
                 .len(),
             6
         );
+    }
+
+    #[test]
+    fn system_namespaces_cannot_be_deleted() {
+        let s = Store::default();
+        s.create(
+            &ResourceId::namespaces(),
+            json!({"metadata": {"name": "default"}}),
+        )
+        .unwrap();
+        let e = s
+            .delete(&ResourceId::namespaces(), "", "default")
+            .unwrap_err();
+        assert_eq!(e.code, 403);
+        assert!(s.get(&ResourceId::namespaces(), "", "default").is_some());
     }
 
     #[test]
