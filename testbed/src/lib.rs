@@ -46,6 +46,9 @@ pub struct Config {
     pub history: usize,
     /// Period of BOOKMARK events on watches that allow them.
     pub bookmark_interval: Duration,
+    /// Run the workload controllers (Deployments, ReplicaSets, Pods, HPAs). Off gives a bare API
+    /// server, as a cluster without kube-controller-manager.
+    pub controllers: bool,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             rps: 10,
             history: 10_000,
             bookmark_interval: Duration::from_secs(5),
+            controllers: true,
         }
     }
 }
@@ -137,10 +141,20 @@ impl Testbed {
         let metrics = bind("metrics", cfg.metrics_port).await?;
         let api_addr = local_addr("api", &api, cfg.api_port)?;
         let metrics_addr = local_addr("metrics", &metrics, cfg.metrics_port)?;
-        let tasks = vec![
+        let mut tasks = vec![
             serve(api, api::router(state), shutdown.clone()),
             serve(metrics, axum::Router::new(), shutdown.clone()),
         ];
+        if cfg.controllers {
+            let wcfg = workloads::WorkloadConfig {
+                ready_delay: cfg.ready_delay,
+            };
+            tasks.push(tokio::spawn(workloads::run(
+                store.clone(),
+                wcfg,
+                shutdown.clone(),
+            )));
+        }
         Ok(Testbed {
             api_addr,
             metrics_addr,

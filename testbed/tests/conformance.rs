@@ -16,8 +16,10 @@ use kube::core::Status;
 use serde_json::{Value, json};
 
 async fn testbed() -> Testbed {
+    // A bare API server: no controller writes status behind the tests' backs.
     Testbed::start(Config {
         bookmark_interval: Duration::from_millis(200),
+        controllers: false,
         ..Config::default()
     })
     .await
@@ -905,6 +907,34 @@ async fn watch_with_send_initial_events_ends_with_an_annotated_bookmark() {
             );
         }
         other => panic!("expected the initial-events-end BOOKMARK, got {other:?}"),
+    }
+    tb.shutdown().await;
+}
+
+#[tokio::test]
+async fn testbed_runs_the_workload_controllers_by_default() {
+    let tb = Testbed::start(Config {
+        ready_delay: Duration::from_millis(100),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let deps: Api<Deployment> = Api::namespaced(tb.client().unwrap(), "default");
+    deps.create(&PostParams::default(), &deployment("web", 2))
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let d = deps.get("web").await.unwrap();
+        let st = d.status.unwrap_or_default();
+        if st.ready_replicas == Some(2) && st.observed_generation == d.metadata.generation {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "deployment not ready: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tb.shutdown().await;
 }

@@ -13,8 +13,10 @@ use kube::api::{Api, WatchParams};
 use serde_json::{Value, json};
 
 async fn testbed() -> Testbed {
+    // A bare API server: no controller writes status behind the tests' backs.
     Testbed::start(Config {
         bookmark_interval: Duration::from_millis(200),
+        controllers: false,
         ..Config::default()
     })
     .await
@@ -635,4 +637,60 @@ async fn faults_fail_delay_and_cut_watches_and_stats_count_requests() {
         other => panic!("expected 410, got {other:?}"),
     }
     tb.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_binary_prints_its_urls_writes_a_kubeconfig_and_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flagger-testbed"))
+        .args(["serve", "--ready-delay", "200ms", "--kubeconfig-out"])
+        .arg(&kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let api = lines.next_line().await.unwrap().unwrap();
+    let metrics = lines.next_line().await.unwrap().unwrap();
+    let api_url = api
+        .strip_prefix("api: http://127.0.0.1:")
+        .map(|p| format!("http://127.0.0.1:{p}"));
+    assert!(api_url.is_some(), "{api}");
+    assert!(
+        metrics.starts_with("metrics: http://127.0.0.1:"),
+        "{metrics}"
+    );
+    let yaml = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(
+        yaml.contains(&format!("server: {}", api_url.clone().unwrap())),
+        "{yaml}"
+    );
+    // The written kubeconfig works for a kube client.
+    let kc: kube::config::Kubeconfig = serde_saphyr::from_str(&yaml).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(cfg).unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(client);
+    assert!(
+        cms.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    let pid = child.id().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
 }
