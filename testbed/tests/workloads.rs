@@ -511,3 +511,171 @@ async fn a_thousand_deployments_become_ready_together() {
     assert_eq!(c.store.current_rv(), rv, "no writes once settled");
     c.shutdown().await;
 }
+
+/// Through the whole testbed and the kube client, as the operator sees it.
+mod through_the_api {
+    use super::*;
+    use flagger_testbed::{Config, Testbed};
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+
+    async fn wait_deployment(
+        api: &Api<Deployment>,
+        name: &str,
+        what: &str,
+        check: impl Fn(&Deployment) -> bool,
+    ) -> Deployment {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let d = api.get(name).await.unwrap();
+            if check(&d) {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {d:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn complete(d: &Deployment) -> bool {
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let Some(s) = &d.status else { return false };
+        s.observed_generation == d.metadata.generation
+            && s.updated_replicas.unwrap_or(0) == want
+            && s.replicas.unwrap_or(0) == want
+            && s.available_replicas.unwrap_or(0) == want
+            && s.conditions.iter().flatten().any(|c| {
+                c.type_ == "Progressing" && c.reason.as_deref() == Some("NewReplicaSetAvailable")
+            })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deployments_and_hpas_behave_for_a_kube_client() {
+        let tb = Testbed::start(Config {
+            ready_delay: Duration::from_millis(300),
+            rps: 0,
+            ..Config::default()
+        })
+        .await
+        .unwrap();
+        // Testbed::start does not run the controllers yet: run them on its store until it
+        // shuts down. (Remove this once `Testbed::start` spawns `workloads::run` itself.)
+        let controllers = tokio::spawn(run(
+            tb.store().clone(),
+            WorkloadConfig {
+                ready_delay: Duration::from_millis(300),
+            },
+            tb.shutdown_token(),
+        ));
+        let client = tb.client().unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let deps: Api<Deployment> = Api::namespaced(client.clone(), NS);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+        deps.create(
+            &PostParams::default(),
+            &serde_json::from_value(podinfo("podinfo", 1, "podinfo:6.0.0")).unwrap(),
+        )
+        .await
+        .unwrap();
+        wait_deployment(&deps, "podinfo", "the first rollout", complete).await;
+
+        // The Service selector a mesh would use finds ready Pods with addresses.
+        let ready = pods
+            .list(&ListParams::default().labels("app=podinfo"))
+            .await
+            .unwrap();
+        assert_eq!(ready.items.len(), 1);
+        let status = ready.items[0].status.clone().unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert!(status.pod_ip.unwrap().starts_with("127."));
+
+        // An HPA created through the API scales the Deployment up to its minimum.
+        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), NS);
+        hpas.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "podinfo"},
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                    "minReplicas": 2, "maxReplicas": 4,
+                },
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        wait_deployment(&deps, "podinfo", "the HPA minimum", |d| {
+            d.spec.as_ref().and_then(|s| s.replicas) == Some(2) && complete(d)
+        })
+        .await;
+        let hpa = hpas.get("podinfo").await.unwrap();
+        assert_eq!(hpa.status.unwrap().desired_replicas, 2);
+
+        // `kubectl set image` style patch: the rollout shows as underway, then completes.
+        deps.patch(
+            "podinfo",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "podinfod", "image": "podinfo:6.0.1"}]}}}})),
+        )
+        .await
+        .unwrap();
+        let underway = deps.get("podinfo").await.unwrap();
+        let generation = underway.metadata.generation;
+        let underway = wait_deployment(&deps, "podinfo", "the rollout to be observed", |d| {
+            d.status.as_ref().and_then(|s| s.observed_generation) == generation
+        })
+        .await;
+        assert!(!complete(&underway), "{underway:?}");
+        wait_deployment(&deps, "podinfo", "the second rollout", complete).await;
+        let images: Vec<String> = pods
+            .list(&ListParams::default().labels("app=podinfo"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|p| p.spec.unwrap().containers[0].image.clone().unwrap())
+            .collect();
+        assert_eq!(images, vec!["podinfo:6.0.1".to_string(); 2]);
+
+        // Flagger's scale-to-zero of a canary: a merge patch; the HPA leaves it at zero.
+        deps.patch(
+            "podinfo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+        wait_deployment(&deps, "podinfo", "the scale to zero", |d| {
+            d.status.as_ref().is_some_and(|s| {
+                s.observed_generation == d.metadata.generation && s.replicas.unwrap_or(0) == 0
+            })
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let dep = deps.get("podinfo").await.unwrap();
+        assert_eq!(dep.spec.unwrap().replicas, Some(0));
+        assert!(
+            pods.list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        tb.shutdown().await;
+        tokio::time::timeout(Duration::from_secs(5), controllers)
+            .await
+            .expect("the controllers stop with the testbed")
+            .unwrap();
+    }
+}
