@@ -479,6 +479,34 @@ async fn an_hpa_keeps_replicas_within_bounds_and_leaves_zero_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminating_namespace_is_left_alone() {
+    let c = Cluster::start(Duration::from_millis(100));
+    let mut dep = podinfo("held", 2, "podinfo:6.0.0");
+    dep["metadata"]["finalizers"] = json!(["test.flagger.app/hold"]);
+    c.store.create(&deployments(), dep).unwrap();
+    c.wait_for("held", Duration::from_secs(5), "the rollout", rolled_out)
+        .await;
+    assert_eq!(c.pods().len(), 2);
+
+    c.store
+        .delete(&ResourceId::new("", "namespaces"), "", NS)
+        .unwrap();
+    // The store removes the Pods and ReplicaSets; the held Deployment stays, being deleted.
+    let dep = c.deployment("held");
+    assert!(dep["metadata"]["deletionTimestamp"].is_string());
+    let rv = c.store.current_rv();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        c.store.current_rv(),
+        rv,
+        "nothing is written in a terminating namespace"
+    );
+    assert!(c.pods().is_empty());
+    assert!(c.store.list(&replica_sets(), Some(NS)).is_empty());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_deployments_become_ready_together() {
     let c = Cluster::start(Duration::from_millis(500));
     let started = Instant::now();

@@ -766,6 +766,7 @@ fn new_pod(rs: &Value, rs_name: &str, rng: &mut impl Rng) -> Value {
         "name".into(),
         json!(format!("{rs_name}-{}", random_suffix(rng, 5))),
     );
+    metadata.insert("generateName".into(), json!(format!("{rs_name}-")));
     metadata.insert("namespace".into(), json!(namespace(rs)));
     metadata.insert(
         "labels".into(),
