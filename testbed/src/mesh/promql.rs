@@ -64,7 +64,11 @@ impl Value {
 
 /// Parses a query and checks every construct in it is supported.
 pub fn parse(query: &str) -> Result<Expr, QueryError> {
-    let expr = parser::parse(query).map_err(QueryError::Parse)?;
+    // The parser is third-party code fed with user input: a panic in it must not take the
+    // testbed down, so it becomes a parse error.
+    let parsed = std::panic::catch_unwind(|| parser::parse(query))
+        .map_err(|_| QueryError::Parse("the PromQL parser failed on this input".into()))?;
+    let expr = parsed.map_err(QueryError::Parse)?;
     check_supported(&expr)?;
     Ok(expr)
 }
@@ -256,8 +260,8 @@ impl Evaluator<'_> {
     }
 
     fn instant(&self, vs: &VectorSelector) -> Vec<Sample> {
-        let t = self.t - offset_ms(&vs.offset);
-        self.select(vs, t - LOOKBACK_MS, t)
+        let t = self.t.saturating_sub(offset_ms(&vs.offset));
+        self.select(vs, t.saturating_sub(LOOKBACK_MS), t)
             .into_iter()
             .filter_map(|(labels, samples)| {
                 samples.last().map(|&(_, value)| Sample { labels, value })
@@ -266,8 +270,8 @@ impl Evaluator<'_> {
     }
 
     fn range(&self, vs: &VectorSelector, range: i64) -> Vec<(Labels, Vec<(i64, f64)>)> {
-        let t = self.t - offset_ms(&vs.offset);
-        self.select(vs, t - range, t)
+        let t = self.t.saturating_sub(offset_ms(&vs.offset));
+        self.select(vs, t.saturating_sub(range), t)
     }
 
     fn call(&self, c: &Call) -> Result<Value, QueryError> {
@@ -285,8 +289,8 @@ impl Evaluator<'_> {
                     return unsupported(format!("{name}() of anything but a range selector"));
                 };
                 let range = i64::try_from(ms.range.as_millis()).unwrap_or(i64::MAX);
-                let end = self.t - offset_ms(&ms.vs.offset);
-                let start = end - range;
+                let end = self.t.saturating_sub(offset_ms(&ms.vs.offset));
+                let start = end.saturating_sub(range);
                 let mut out = Vec::new();
                 for (labels, samples) in self.select(&ms.vs, start, end) {
                     let v = if name == "irate" {
@@ -621,8 +625,8 @@ fn extrapolated_rate(
         }
         prev = v;
     }
-    let mut to_start = (first_t - range_start) as f64 / 1000.0;
-    let to_end = (range_end - last_t) as f64 / 1000.0;
+    let mut to_start = first_t.saturating_sub(range_start) as f64 / 1000.0;
+    let to_end = range_end.saturating_sub(last_t) as f64 / 1000.0;
     let sampled = (last_t - first_t) as f64 / 1000.0;
     let avg_between = sampled / (samples.len() - 1) as f64;
     if result > 0.0 && first_v >= 0.0 {
