@@ -464,6 +464,14 @@ async fn bad_input_gets_status_errors() {
             400,
         ),
         (
+            "force on a non-apply patch",
+            "PATCH",
+            format!("{cms}/x?force=true"),
+            vec![("content-type", "application/merge-patch+json")],
+            b"{}".to_vec(),
+            422,
+        ),
+        (
             "bad label selector",
             "GET",
             format!("{cms}?labelSelector=a%20in%20("),

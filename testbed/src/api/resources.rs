@@ -267,6 +267,14 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiE
     })
 }
 
+/// `orphanDependents: false` in a DeleteOptions body.
+fn body_requests_cascade(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("orphanDependents").and_then(Value::as_bool))
+        == Some(false)
+}
+
 fn media_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
@@ -869,6 +877,18 @@ impl Ctx<'_> {
                 return Err(unsupported_media(other, &accepted));
             }
         };
+        if kind != Kind::Apply && self.query.get("force").is_some() {
+            return Err(ApiError::invalid(
+                "PatchOptions",
+                "meta.k8s.io",
+                "",
+                vec![Cause {
+                    reason: "FieldValueForbidden".into(),
+                    field: "force".into(),
+                    message: "Forbidden: may not be specified for non-apply patch".into(),
+                }],
+            ));
+        }
         let doc = if kind == Kind::Apply {
             parse_yaml(body)?
         } else {
@@ -1026,8 +1046,12 @@ impl Ctx<'_> {
             .store
             .get(&self.rid, self.ns(), self.name())
             .is_some_and(|o| uid_of(&o) == uid_of(&after));
+        // As the real handler: 200 with the object while finalizers hold it (202 only for the
+        // legacy orphanDependents=false), and after removal a Success Status for built-ins or the
+        // object for custom resources.
         if still_there || self.rt.crd_name.is_some() {
-            let code = if still_there {
+            let legacy_cascade = body_requests_cascade(body);
+            let code = if still_there && legacy_cascade {
                 StatusCode::ACCEPTED
             } else {
                 StatusCode::OK
