@@ -152,6 +152,22 @@ impl Mesh {
         sim.tick(now_ms, &mut db);
     }
 
+    /// The traffic half of [`Mesh::tick`]: applies store changes and sends the requests due.
+    pub fn step(&self, now_ms: i64) {
+        if let Some(mut sim) = self.sim() {
+            sim.step(now_ms);
+        }
+    }
+
+    /// The recording half of [`Mesh::tick`]: stores every series' current value at `now_ms`,
+    /// as a scrape at that instant would (the differential test samples at Prometheus's
+    /// scrape timestamps so both stores hold identical data).
+    pub fn sample(&self, now_ms: i64) {
+        let Some(mut sim) = self.sim() else { return };
+        let mut db = self.inner.tsdb.write().unwrap_or_else(|e| e.into_inner());
+        sim.sample(now_ms, &mut db);
+    }
+
     /// Evaluates an instant query at `t_ms`.
     pub fn query(&self, query: &str, t_ms: i64) -> Result<Value, QueryError> {
         let db = self.inner.tsdb.read().unwrap_or_else(|e| e.into_inner());

@@ -661,6 +661,12 @@ impl Sim {
     /// One simulation step at `now` (ms since the epoch): apply store changes, send this
     /// step's requests, and record every active series into `tsdb` at `now`.
     pub fn tick(&mut self, now: i64, tsdb: &mut Tsdb) {
+        self.step(now);
+        self.sample(now, tsdb);
+    }
+
+    /// Applies store changes and sends the requests due since the previous step.
+    pub fn step(&mut self, now: i64) {
         self.drain_events();
         let elapsed_ms = match self.last_tick_ms {
             Some(last) if now > last => (now - last).min(self.sample_every_ms * 10),
@@ -707,10 +713,10 @@ impl Sim {
                 r.cursor = cursor;
             }
         }
-        self.sample(now, tsdb);
     }
 
-    fn sample(&mut self, now: i64, tsdb: &mut Tsdb) {
+    /// Records the current value of every active series into `tsdb` at `now` (like a scrape).
+    pub fn sample(&mut self, now: i64, tsdb: &mut Tsdb) {
         if tsdb.gc(now) {
             for f in &mut self.flows {
                 for c in &mut f.codes {
