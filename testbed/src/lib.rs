@@ -95,6 +95,7 @@ pub struct Testbed {
     registry: Registry,
     faults: Faults,
     stats: Stats,
+    mesh: mesh::Mesh,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -141,9 +142,17 @@ impl Testbed {
         let metrics = bind("metrics", cfg.metrics_port).await?;
         let api_addr = local_addr("api", &api, cfg.api_port)?;
         let metrics_addr = local_addr("metrics", &metrics, cfg.metrics_port)?;
+        let mesh = mesh::Mesh::start(
+            store.clone(),
+            mesh::MeshConfig {
+                rps: cfg.rps,
+                ..mesh::MeshConfig::default()
+            },
+            shutdown.clone(),
+        );
         let mut tasks = vec![
             serve(api, api::router(state), shutdown.clone()),
-            serve(metrics, axum::Router::new(), shutdown.clone()),
+            serve(metrics, mesh.router(), shutdown.clone()),
         ];
         if cfg.controllers {
             let wcfg = workloads::WorkloadConfig {
@@ -162,6 +171,7 @@ impl Testbed {
             registry,
             faults,
             stats,
+            mesh,
             shutdown,
             tasks,
         })
@@ -209,6 +219,11 @@ impl Testbed {
 
     pub fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    /// The mesh simulation behind the metrics port.
+    pub fn mesh(&self) -> &mesh::Mesh {
+        &self.mesh
     }
 
     /// A token that is cancelled when the testbed shuts down (for tasks started alongside it).

@@ -702,3 +702,17 @@ async fn the_binary_prints_its_urls_writes_a_kubeconfig_and_stops_on_sigterm() {
         .unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test]
+async fn the_metrics_port_serves_the_mesh() {
+    let tb = testbed().await;
+    let mut cfg = kube::Config::new(tb.metrics_url().parse().unwrap());
+    cfg.default_retry = false;
+    let client = kube::Client::try_from(cfg).unwrap();
+    let req = http::Request::get("/api/v1/query?query=vector(1)")
+        .body(Vec::new())
+        .unwrap();
+    let v: Value = client.request(req).await.unwrap();
+    assert_eq!(v["status"], "success", "{v}");
+    tb.shutdown().await;
+}
