@@ -590,15 +590,6 @@ mod through_the_api {
         })
         .await
         .unwrap();
-        // Testbed::start does not run the controllers yet: run them on its store until it
-        // shuts down. (Remove this once `Testbed::start` spawns `workloads::run` itself.)
-        let controllers = tokio::spawn(run(
-            tb.store().clone(),
-            WorkloadConfig {
-                ready_delay: Duration::from_millis(300),
-            },
-            tb.shutdown_token(),
-        ));
         let client = tb.client().unwrap();
         Api::<Namespace>::all(client.clone())
             .create(
@@ -701,9 +692,5 @@ mod through_the_api {
                 .is_empty()
         );
         tb.shutdown().await;
-        tokio::time::timeout(Duration::from_secs(5), controllers)
-            .await
-            .expect("the controllers stop with the testbed")
-            .unwrap();
     }
 }
