@@ -2,4 +2,8 @@
 #![forbid(unsafe_code)]
 pub mod crd;
 pub mod events;
+pub mod http;
+pub mod key;
+pub mod metrics;
+pub mod secret;
 pub mod telemetry;

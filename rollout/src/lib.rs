@@ -48,6 +48,7 @@ pub mod readiness;
 pub mod revision;
 pub mod spec;
 pub mod status;
+pub mod template;
 pub mod weights;
 
 #[cfg(test)]
