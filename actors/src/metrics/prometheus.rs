@@ -38,7 +38,8 @@ pub enum PrometheusAuth {
 }
 
 /// One Prometheus endpoint with its credentials. Equal values share queries and clients.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// `Debug` shows the address without userinfo.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PrometheusServer {
     /// Base URL, e.g. `http://prometheus.istio-system:9090` (a path prefix is kept).
     pub address: String,
@@ -46,6 +47,17 @@ pub struct PrometheusServer {
     /// Extra request headers (`provider.headers`); values may be API keys, so they are secrets.
     pub headers: Vec<(String, SecretString)>,
     pub insecure_skip_verify: bool,
+}
+
+impl std::fmt::Debug for PrometheusServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusServer")
+            .field("address", &self.display_address())
+            .field("auth", &self.auth)
+            .field("headers", &self.headers)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
 }
 
 impl PrometheusServer {
@@ -73,22 +85,30 @@ impl PrometheusServer {
 
     /// Every value that must never appear in a text.
     fn secrets(&self) -> Vec<SecretString> {
+        use base64::Engine as _;
+        // Basic credentials also travel base64-encoded; an echoing server must not leak those.
+        let encoded = |user: &str, password: &str| {
+            SecretString::new(
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")),
+            )
+        };
         let mut out: Vec<SecretString> = self.headers.iter().map(|(_, v)| v.clone()).collect();
         match &self.auth {
             PrometheusAuth::None => {}
             PrometheusAuth::Bearer(t) => out.push(t.clone()),
             PrometheusAuth::Basic { username, password } => {
+                out.push(encoded(username.expose(), password.expose()));
                 out.push(username.clone());
                 out.push(password.clone());
             }
         }
-        if let Ok(u) = reqwest::Url::parse(&self.address) {
-            if !u.username().is_empty() {
-                out.push(SecretString::new(u.username()));
-            }
-            if let Some(p) = u.password() {
-                out.push(SecretString::new(p));
-            }
+        if let Ok(u) = reqwest::Url::parse(&self.address)
+            && !u.username().is_empty()
+        {
+            let password = u.password().unwrap_or_default();
+            out.push(encoded(u.username(), password));
+            out.push(SecretString::new(u.username()));
+            out.push(SecretString::new(password));
         }
         out
     }
