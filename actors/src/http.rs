@@ -39,7 +39,7 @@ pub struct ClientOptions {
     pub proxy: Option<SecretString>,
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HttpError {
     /// The proxy URL does not parse; the URL itself is not shown (it may carry credentials).
     #[error("invalid proxy URL")]

@@ -7,3 +7,4 @@ pub mod key;
 pub mod metrics;
 pub mod secret;
 pub mod telemetry;
+pub mod webhook;

@@ -131,7 +131,11 @@ async fn bearer_token_basic_auth_and_headers_are_sent() {
         insecure_skip_verify: true,
     });
     let a = actor(MetricsConfig::default());
-    let replies = run(&a, vec![query("a", &bearer, "up"), query("b", &basic, "up")]).await;
+    let replies = run(
+        &a,
+        vec![query("a", &bearer, "up"), query("b", &basic, "up")],
+    )
+    .await;
     assert!(replies.iter().all(|r| r.result == Ok(1.0)), "{replies:?}");
     let got = prom.requests();
     assert_eq!(got.len(), 2);
@@ -177,10 +181,7 @@ async fn no_data_and_provider_errors_are_distinct() {
         r[2].result.as_ref().unwrap_err().to_string(),
         "error response: Status 500 Internal Server Error: internal boom"
     );
-    assert!(matches!(
-        r[3].result,
-        Err(MetricsError::InvalidResponse(_))
-    ));
+    assert!(matches!(r[3].result, Err(MetricsError::InvalidResponse(_))));
     assert_eq!(
         r[4].result.as_ref().unwrap_err().to_string(),
         r#"error response: Status 400 Bad Request: {"status":"error","errorType":"bad_data","error":"parse error"}"#
@@ -271,7 +272,12 @@ async fn credentials_never_appear_in_errors_or_debug() {
     assert!(texts[2].contains("auth=Basic <redacted>"), "{}", texts[2]);
     for t in &texts {
         // ...and "Ym9iOnBhNTV3b3Jk" is base64("bob:pa55word").
-        for secret in ["tok-very-secret", "key-very-secret", "pa55word", "Ym9iOnBhNTV3b3Jk"] {
+        for secret in [
+            "tok-very-secret",
+            "key-very-secret",
+            "pa55word",
+            "Ym9iOnBhNTV3b3Jk",
+        ] {
             assert!(!t.contains(secret), "{secret} leaked in {t}");
         }
     }
@@ -284,7 +290,13 @@ async fn identical_queries_within_a_second_share_one_request() {
     let a = actor(MetricsConfig::default());
     // Two canaries asking the same thing at once, and a duplicate inside one message.
     let (r1, r2) = futures::join!(
-        run(&a, vec![query("x", &server, "sum(up)"), query("y", &server, "sum(up)")]),
+        run(
+            &a,
+            vec![
+                query("x", &server, "sum(up)"),
+                query("y", &server, "sum(up)")
+            ]
+        ),
         run(&a, vec![query("x", &server, "sum(up)")]),
     );
     assert!(r1.iter().chain(&r2).all(|r| r.result == Ok(7.0)));
@@ -411,8 +423,8 @@ async fn template_metrics_render_variables_and_use_the_template_provider() {
         query: "sum(rate(errors{ns=\"{{ namespace }}\",app=\"{{ target }}\",route=\"{{ variables.route }}\"}[{{ interval }}]))".into(),
     };
     let global = MetricsServer::prometheus(closed_port_url());
-    let q = MetricQuery::for_check(&spec, &spec.analysis.metrics[0], &global, Some(&template))
-        .unwrap();
+    let q =
+        MetricQuery::for_check(&spec, &spec.analysis.metrics[0], &global, Some(&template)).unwrap();
     assert_eq!(
         q.query,
         r#"sum(rate(errors{ns="test",app="podinfo",route="/api"}[2m]))"#
@@ -461,7 +473,10 @@ fn template_providers_are_validated() {
 
     let no_keys = BTreeMap::from([("other".to_owned(), SecretString::new("x"))]);
     let err = MetricsServer::from_template_provider(&base, Some(&no_keys)).unwrap_err();
-    assert!(err.to_string().contains("neither a token nor a username"), "{err}");
+    assert!(
+        err.to_string().contains("neither a token nor a username"),
+        "{err}"
+    );
     let datadog = MetricProvider {
         type_: Some("datadog".into()),
         ..base.clone()
@@ -481,7 +496,11 @@ async fn long_queries_are_sent_as_post_forms() {
     let prom = Sink::always(Reply::ok(vector("3")));
     let server = MetricsServer::prometheus(&prom.url);
     let long = format!("sum(up{{job=~\"{}\"}})", "a|".repeat(1500));
-    let replies = run(&actor(MetricsConfig::default()), vec![query("long", &server, &long)]).await;
+    let replies = run(
+        &actor(MetricsConfig::default()),
+        vec![query("long", &server, &long)],
+    )
+    .await;
     assert_eq!(replies[0].result, Ok(3.0));
     let got = &prom.requests()[0];
     assert_eq!(got.method, "POST");

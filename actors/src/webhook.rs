@@ -1,0 +1,417 @@
+//! The WebhookActor: calls the analysis webhooks and the event webhook (flagger-behavior §2.10).
+//!
+//! Contract:
+//! - `POST <url>` with `Content-Type: application/json` and the body
+//!   `{"name","namespace","phase","checksum","type","metadata"}` (`metadata` omitted when empty).
+//! - Passed iff the status is 2xx (the rule; upstream accepts only 200–202).
+//! - Every attempt has the hook's `timeout` (default 10 s). Connection errors, timeouts, 429 and
+//!   5xx other than 501 are retried up to `retries` times with exponential backoff (1 s … 30 s,
+//!   `Retry-After` honoured); when they run out the error reads as upstream's
+//!   `POST <url> giving up after N attempt(s)`. Other statuses are a [`HookResponse::Rejected`]
+//!   whose text is the response body.
+//! - `disableTLS` skips certificate verification. Requests per host are bounded.
+//! - Texts show URLs without userinfo and query; the global event webhook URL is a secret and is
+//!   never shown at all.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::{Actor, Context, Handler, Message, ResponseFuture};
+use flagger_rollout::duration::format_go_duration;
+use flagger_rollout::{EventType, HookOutcome, HookType, Phase, Webhook};
+use serde::Serialize;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::http::{
+    ClientOptions, HostLimiter, HttpClients, HttpError, describe_error, display_url,
+};
+use crate::key::CanaryKey;
+use crate::secret::SecretString;
+
+/// The JSON body of a webhook call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HookPayload {
+    pub name: String,
+    pub namespace: String,
+    pub phase: String,
+    pub checksum: String,
+    #[serde(rename = "type")]
+    pub hook_type: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl HookPayload {
+    /// The payload of `hook` for canary `canary` in `phase`; `checksum` identifies the revision
+    /// (target template + tracked configs).
+    pub fn new(canary: &CanaryKey, phase: Phase, checksum: &str, hook: &Webhook) -> Self {
+        Self {
+            name: canary.name.clone(),
+            namespace: canary.namespace.clone(),
+            phase: phase.as_str().to_owned(),
+            checksum: checksum.to_owned(),
+            hook_type: hook.hook_type.as_str().to_owned(),
+            metadata: hook.metadata.clone(),
+        }
+    }
+
+    /// The payload of an event webhook (§2.10.3): the hook's metadata plus `eventMessage`,
+    /// `eventType` and `timestamp` (unix milliseconds), which the hook's metadata cannot override.
+    pub fn event(
+        canary: &CanaryKey,
+        phase: Phase,
+        checksum: &str,
+        hook_metadata: &BTreeMap<String, String>,
+        event_type: EventType,
+        message: &str,
+        timestamp_ms: i64,
+    ) -> Self {
+        let mut metadata = hook_metadata.clone();
+        metadata.insert("eventMessage".into(), message.to_owned());
+        metadata.insert(
+            "eventType".into(),
+            match event_type {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .to_owned(),
+        );
+        metadata.insert("timestamp".into(), timestamp_ms.to_string());
+        Self {
+            name: canary.name.clone(),
+            namespace: canary.namespace.clone(),
+            phase: phase.as_str().to_owned(),
+            checksum: checksum.to_owned(),
+            hook_type: HookType::Event.as_str().to_owned(),
+            metadata,
+        }
+    }
+}
+
+/// How a webhook answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookResponse {
+    /// 2xx.
+    Passed { status: u16 },
+    /// Any other final status; `body` is what the hook said (the text used in events).
+    Rejected { status: u16, body: String },
+}
+
+impl HookResponse {
+    pub fn passed(&self) -> bool {
+        matches!(self, Self::Passed { .. })
+    }
+}
+
+/// The call did not produce a final answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// Retryable statuses (429, 5xx except 501) until the retries ran out.
+    #[error("POST {url} giving up after {attempts} attempt(s)")]
+    GaveUp { url: String, attempts: u32 },
+    /// Timeouts or connection errors until the retries ran out.
+    #[error("POST {url} giving up after {attempts} attempt(s): {reason}")]
+    Unreachable {
+        url: String,
+        attempts: u32,
+        reason: String,
+    },
+    #[error("invalid webhook URL {url}")]
+    InvalidUrl { url: String },
+    #[error("{0}")]
+    Client(#[from] HttpError),
+}
+
+/// The result of one hook call in the form `decide` consumes.
+pub fn hook_outcome(hook_name: &str, result: &Result<HookResponse, WebhookError>) -> HookOutcome {
+    match result {
+        Ok(HookResponse::Passed { .. }) => HookOutcome::passed(hook_name),
+        Ok(HookResponse::Rejected { status, body }) => {
+            let why = if body.trim().is_empty() {
+                format!("status {status}")
+            } else {
+                body.trim().to_owned()
+            };
+            HookOutcome::failed(hook_name, &why)
+        }
+        Err(e) => HookOutcome::failed(hook_name, &e.to_string()),
+    }
+}
+
+/// Call one webhook of a canary.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<HookResponse, WebhookError>")]
+pub struct CallHook {
+    pub canary: CanaryKey,
+    pub hook: Webhook,
+    pub payload: HookPayload,
+}
+
+/// Forward one Kubernetes event: to the canary's `event` webhooks if it has any, otherwise to the
+/// global `--event-webhook`. Errors are only logged.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ForwardEvent {
+    pub canary: CanaryKey,
+    /// The canary's `type: event` hooks (may be empty).
+    pub hooks: Vec<Webhook>,
+    pub phase: Phase,
+    pub checksum: String,
+    pub event_type: EventType,
+    pub message: String,
+    pub timestamp_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Requests in flight per `host:port`.
+    pub per_host: usize,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// `--event-webhook` / `EVENT_WEBHOOK_URL`.
+    pub event_webhook: Option<SecretString>,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            per_host: 8,
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            event_webhook: None,
+        }
+    }
+}
+
+/// Timeout of the global event webhook (upstream: 10 s, no retries).
+pub const EVENT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Inner {
+    config: WebhookConfig,
+    clients: HttpClients,
+    limiter: HostLimiter,
+}
+
+/// See the module docs.
+pub struct WebhookActor {
+    inner: Rc<Inner>,
+}
+
+impl WebhookActor {
+    pub fn new(config: WebhookConfig) -> Self {
+        Self {
+            inner: Rc::new(Inner {
+                limiter: HostLimiter::new(config.per_host),
+                clients: HttpClients::default(),
+                config,
+            }),
+        }
+    }
+}
+
+impl Default for WebhookActor {
+    fn default() -> Self {
+        Self::new(WebhookConfig::default())
+    }
+}
+
+impl Actor for WebhookActor {
+    type Context = Context<Self>;
+}
+
+/// What a call is told about its URL: shown without secrets, or hidden entirely.
+#[derive(Clone, Copy)]
+enum UrlDisplay {
+    Redacted,
+    Hidden,
+}
+
+impl Inner {
+    async fn call(
+        &self,
+        url: &str,
+        shown: UrlDisplay,
+        timeout: Duration,
+        retries: u32,
+        disable_tls: bool,
+        payload: &HookPayload,
+    ) -> Result<HookResponse, WebhookError> {
+        let shown_url = match shown {
+            UrlDisplay::Redacted => display_url(url),
+            UrlDisplay::Hidden => "<redacted>".to_owned(),
+        };
+        let parsed = reqwest::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| WebhookError::InvalidUrl {
+                url: shown_url.clone(),
+            })?;
+        let client = self.clients.get(&ClientOptions {
+            insecure_skip_verify: disable_tls,
+            proxy: None,
+        })?;
+        let attempts = retries.saturating_add(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = attempt >= attempts;
+            let sent = {
+                let _permit = self.limiter.acquire(url).await;
+                client
+                    .post(parsed.clone())
+                    .timeout(timeout)
+                    .json(payload)
+                    .send()
+                    .await
+            };
+            let retry_after = match sent {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    if response.status().is_success() {
+                        return Ok(HookResponse::Passed { status });
+                    }
+                    let retryable = status == 429 || (status >= 500 && status != 501);
+                    if !retryable {
+                        let body = response.text().await.unwrap_or_default();
+                        return Ok(HookResponse::Rejected { status, body });
+                    }
+                    if last {
+                        return Err(WebhookError::GaveUp {
+                            url: shown_url,
+                            attempts,
+                        });
+                    }
+                    response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs)
+                }
+                Err(e) => {
+                    if last {
+                        let reason = if e.is_timeout() {
+                            format!("timeout after {}", format_go_duration(timeout))
+                        } else {
+                            describe_error(&e)
+                        };
+                        return Err(WebhookError::Unreachable {
+                            url: shown_url,
+                            attempts,
+                            reason,
+                        });
+                    }
+                    None
+                }
+            };
+            let backoff = self.backoff(attempt, retry_after);
+            debug!(attempt, ?backoff, "retrying webhook");
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// `min · 2^(attempt-1)` capped at `max`; a `Retry-After` wins when it is longer (capped too).
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self
+            .config
+            .backoff_min
+            .saturating_mul(1u32 << (attempt - 1).min(16));
+        let wait = retry_after.map_or(exp, |r| r.max(exp));
+        wait.min(self.config.backoff_max)
+    }
+}
+
+impl Handler<CallHook> for WebhookActor {
+    type Result = ResponseFuture<Result<HookResponse, WebhookError>>;
+
+    fn handle(&mut self, msg: CallHook, _ctx: &mut Self::Context) -> Self::Result {
+        let inner = Rc::clone(&self.inner);
+        let span = info_span!("webhook", canary = %msg.canary, hook = %msg.hook.name);
+        Box::pin(
+            async move {
+                let h = &msg.hook;
+                let result = inner
+                    .call(
+                        &h.url,
+                        UrlDisplay::Redacted,
+                        h.timeout,
+                        h.retries,
+                        h.disable_tls,
+                        &msg.payload,
+                    )
+                    .await;
+                debug!(result = ?result, "webhook called");
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+impl Handler<ForwardEvent> for WebhookActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: ForwardEvent, _ctx: &mut Self::Context) -> Self::Result {
+        let inner = Rc::clone(&self.inner);
+        let span = info_span!("event_webhook", canary = %msg.canary);
+        Box::pin(
+            async move {
+                let payload_for = |metadata: &BTreeMap<String, String>| {
+                    HookPayload::event(
+                        &msg.canary,
+                        msg.phase,
+                        &msg.checksum,
+                        metadata,
+                        msg.event_type,
+                        &msg.message,
+                        msg.timestamp_ms,
+                    )
+                };
+                if msg.hooks.is_empty() {
+                    let Some(url) = inner.config.event_webhook.clone() else {
+                        return;
+                    };
+                    let payload = payload_for(&BTreeMap::new());
+                    let r = inner
+                        .call(
+                            url.expose(),
+                            UrlDisplay::Hidden,
+                            EVENT_WEBHOOK_TIMEOUT,
+                            0,
+                            false,
+                            &payload,
+                        )
+                        .await;
+                    log_event_result("events", &r);
+                    return;
+                }
+                for hook in &msg.hooks {
+                    let payload = payload_for(&hook.metadata);
+                    let r = inner
+                        .call(
+                            &hook.url,
+                            UrlDisplay::Redacted,
+                            hook.timeout,
+                            hook.retries,
+                            hook.disable_tls,
+                            &payload,
+                        )
+                        .await;
+                    log_event_result(&hook.name, &r);
+                }
+            }
+            .instrument(span),
+        )
+    }
+}
+
+fn log_event_result(name: &str, result: &Result<HookResponse, WebhookError>) {
+    match result {
+        Ok(HookResponse::Passed { .. }) => {}
+        Ok(HookResponse::Rejected { status, .. }) => {
+            warn!(hook = name, status, "event webhook rejected the event");
+        }
+        Err(e) => warn!(hook = name, error = %e, "event webhook failed"),
+    }
+}
