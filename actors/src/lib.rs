@@ -5,6 +5,7 @@ pub mod events;
 pub mod http;
 pub mod key;
 pub mod metrics;
+pub mod notifier;
 pub mod secret;
 pub mod telemetry;
 pub mod webhook;

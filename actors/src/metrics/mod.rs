@@ -424,7 +424,7 @@ impl Handler<CheckProviders> for MetricsActor {
                 for (kind, result) in join_all(checks).await {
                     // "avaiable" is upstream's spelling; events are kept identical.
                     let why = match result {
-                        Ok(v) if v == 1.0 => continue,
+                        Ok(1.0) => continue,
                         Ok(_) => {
                             format!("{kind} not avaiable: value is not 1 for query: vector(1)")
                         }
