@@ -392,6 +392,14 @@ async fn bad_input_gets_status_errors() {
             400,
         ),
         (
+            "CRD without a group",
+            "POST",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions".into(),
+            vec![("content-type", "application/json")],
+            br#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"widgets.example.com"},"spec":{"names":{"plural":"widgets","kind":"Widget"},"scope":"Namespaced","versions":[{"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":{"type":"object"}}}]}}"#.to_vec(),
+            422,
+        ),
+        (
             "unknown resource",
             "GET",
             "/api/v1/namespaces/default/gizmos".into(),

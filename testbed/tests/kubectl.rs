@@ -404,7 +404,15 @@ async fn kubectl_drives_the_testbed() {
 
     // set image bumps the Deployment's generation (the HPA may already have scaled it).
     let before: u64 = k
-        .ok(&["-n", "test", "get", "deploy", "podinfo", "-o", "jsonpath={.metadata.generation}"])
+        .ok(&[
+            "-n",
+            "test",
+            "get",
+            "deploy",
+            "podinfo",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ])
         .await
         .trim()
         .parse()

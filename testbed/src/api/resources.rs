@@ -741,6 +741,21 @@ impl Ctx<'_> {
                 ));
             }
         }
+        // A real API server validates CRDs on write; refusing a malformed one here names the field
+        // instead of leaving a stored CRD that is silently never served.
+        if self.rid == ResourceId::new("apiextensions.k8s.io", "customresourcedefinitions")
+            && let Err(e) = crate::registry::resource_from_crd(&obj)
+        {
+            let name = url_name
+                .map(str::to_string)
+                .unwrap_or_else(|| name_of(&obj));
+            return Err(ApiError::invalid(
+                &self.rt.kind,
+                &self.rt.group,
+                &name,
+                vec![crd_error_cause(&e)],
+            ));
+        }
         super::defaults::apply(&self.rid, &mut obj);
         Ok((obj, warnings))
     }
@@ -1120,5 +1135,25 @@ mod tests {
     fn selector_strings() {
         let sel = json!({"matchLabels": {"app": "x"}, "matchExpressions": [{"key": "t", "operator": "In", "values": ["a", "b"]}]});
         assert_eq!(selector_string(&sel), "app=x,t in (a,b)");
+    }
+}
+
+/// The 422 cause for a CRD the registry cannot serve.
+fn crd_error_cause(e: &crate::registry::CrdError) -> Cause {
+    use crate::registry::CrdError;
+    let (reason, field) = match e {
+        CrdError::Missing { field } => ("FieldValueRequired", format!("spec.{field}")),
+        CrdError::Invalid { field, .. } => ("FieldValueInvalid", format!("spec.{field}")),
+        CrdError::NameMismatch { .. } => ("FieldValueInvalid", "metadata.name".to_string()),
+        CrdError::Schema { index, .. } => (
+            "FieldValueInvalid",
+            format!("spec.versions[{index}].schema.openAPIV3Schema"),
+        ),
+        CrdError::NameConflict { .. } => ("FieldValueInvalid", "spec.names".to_string()),
+    };
+    Cause {
+        reason: reason.to_string(),
+        field,
+        message: e.to_string(),
     }
 }
