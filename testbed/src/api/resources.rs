@@ -1119,25 +1119,6 @@ impl Ctx<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    #[test]
-    fn continue_tokens_round_trip_and_reject_garbage() {
-        let t = encode_continue(42, "ns", "a");
-        assert_eq!(decode_continue(&t).unwrap(), (42, "ns".into(), "a".into()));
-        assert_eq!(decode_continue("%%%").unwrap_err().code, 400);
-    }
-
-    #[test]
-    fn selector_strings() {
-        let sel = json!({"matchLabels": {"app": "x"}, "matchExpressions": [{"key": "t", "operator": "In", "values": ["a", "b"]}]});
-        assert_eq!(selector_string(&sel), "app=x,t in (a,b)");
-    }
-}
-
 /// The 422 cause for a CRD the registry cannot serve.
 fn crd_error_cause(e: &crate::registry::CrdError) -> Cause {
     use crate::registry::CrdError;
@@ -1155,5 +1136,24 @@ fn crd_error_cause(e: &crate::registry::CrdError) -> Cause {
         reason: reason.to_string(),
         field,
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let t = encode_continue(42, "ns", "a");
+        assert_eq!(decode_continue(&t).unwrap(), (42, "ns".into(), "a".into()));
+        assert_eq!(decode_continue("%%%").unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn selector_strings() {
+        let sel = json!({"matchLabels": {"app": "x"}, "matchExpressions": [{"key": "t", "operator": "In", "values": ["a", "b"]}]});
+        assert_eq!(selector_string(&sel), "app=x,t in (a,b)");
     }
 }
