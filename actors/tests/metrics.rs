@@ -506,3 +506,17 @@ async fn long_queries_are_sent_as_post_forms() {
     assert_eq!(got.method, "POST");
     assert_eq!(got.param("query").unwrap(), long);
 }
+
+#[test]
+fn canary_metrics_server_overrides_the_global_one() {
+    let mut s = spec(vec![]);
+    assert_eq!(
+        MetricsServer::for_canary(&s, "http://global:9090"),
+        MetricsServer::prometheus("http://global:9090")
+    );
+    s.metrics_server = Some("http://own:9090".into());
+    assert_eq!(
+        MetricsServer::for_canary(&s, "http://global:9090"),
+        MetricsServer::prometheus("http://own:9090")
+    );
+}

@@ -87,6 +87,18 @@ impl MetricsServer {
         Self::Prometheus(PrometheusServer::new(address))
     }
 
+    /// The server of builtin and inline queries: the canary's `spec.metricsServer` when set,
+    /// otherwise the global `--metrics-server`.
+    pub fn for_canary(spec: &CanarySpec, global: &str) -> Self {
+        let address = spec
+            .metrics_server
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .unwrap_or(global);
+        Self::prometheus(address)
+    }
+
     /// The server of a MetricTemplate's `spec.provider`. `secret` is the data of the Secret named
     /// by `provider.secretRef` (in the template's namespace), read by the caller.
     pub fn from_template_provider(
