@@ -1,14 +1,18 @@
 //! Actors.
 #![forbid(unsafe_code)]
+pub mod cache;
+pub mod canary;
 pub mod crd;
 pub mod events;
 pub mod http;
 pub mod key;
 pub mod kubeops;
+pub mod messages;
 pub mod metrics;
 pub mod notifier;
 pub mod router;
 pub mod secret;
+pub mod status;
 pub mod telemetry;
 pub mod webhook;
 pub mod workload;

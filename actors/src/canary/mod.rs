@@ -1,0 +1,2 @@
+//! CanaryActor: one per Canary.
+pub mod gather;

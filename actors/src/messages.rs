@@ -1,0 +1,81 @@
+//! Messages of the CanarySupervisor and the CanaryActors (ARCHITECTURE §3), and re-exports of
+//! the shared actors' messages so the whole protocol can be read from one place.
+//!
+//! Every message names its canary with a [`CanaryKey`] (`name.namespace` in logs and spans).
+
+use std::sync::Arc;
+
+use actix::Message;
+
+use crate::crd::Canary;
+pub use crate::key::CanaryKey;
+
+// ------------------------------------------------------------------------------------------------
+// CanarySupervisor
+// ------------------------------------------------------------------------------------------------
+
+/// A Canary was created or changed (or listed when the watch started).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CanaryApplied(pub Arc<Canary>);
+
+/// A Canary is gone from the cluster.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CanaryDeleted(pub CanaryKey);
+
+/// The Canary watch listed everything again: stop actors of Canaries that vanished meanwhile.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CanariesResynced;
+
+/// A watched dependency (target Deployment, its `-primary`, a ConfigMap, Secret or HPA) changed:
+/// poke the canaries that use it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DependencyChanged {
+    pub kind: crate::cache::DependencyKind,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// A dependency watch listed again; changes may have been missed: poke every canary.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DependenciesResynced;
+
+/// A CanaryActor stopped. `crashed` when its tick panicked: the supervisor restarts it from
+/// `.status` if the Canary still exists.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CanaryStopped {
+    pub key: CanaryKey,
+    /// Identifies the actor instance, so a late notice of an old instance is ignored.
+    pub incarnation: u64,
+    pub crashed: bool,
+}
+
+// ------------------------------------------------------------------------------------------------
+// CanaryActor
+// ------------------------------------------------------------------------------------------------
+
+/// The Canary object changed. `conflict` is set when another Canary already targets the same
+/// workload: the canary is then treated as invalid (`spec.targetRef.name`) and touches nothing.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SpecChanged {
+    pub canary: Arc<Canary>,
+    pub conflict: Option<String>,
+}
+
+/// A watched dependency changed: tick now if that can matter (a new revision, or an
+/// initialization waiting for the primary), else keep the cadence. Pokes during a running tick
+/// are coalesced into at most one check when the tick ends.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Poke;
+
+/// Stop the actor (its Canary was deleted or the operator shuts down).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct StopCanary;
