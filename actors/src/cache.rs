@@ -296,7 +296,12 @@ mod tests {
         cm.annotations_mut()
             .insert("keep".to_owned(), "me".to_owned());
         strip(&mut cm);
-        assert!(cm.metadata.managed_fields.as_ref().is_none_or(Vec::is_empty));
+        assert!(
+            cm.metadata
+                .managed_fields
+                .as_ref()
+                .is_none_or(Vec::is_empty)
+        );
         assert_eq!(cm.annotations().len(), 1);
         assert_eq!(cm.annotations()["keep"], "me");
     }
@@ -306,15 +311,24 @@ mod tests {
         let mut d = Deployment::default();
         d.metadata.name = Some("podinfo".into());
         d.metadata.namespace = Some("test".into());
-        match dependency_event(DependencyKind::Deployment, &watcher::Event::Apply(d.clone())) {
-            Some(CacheEvent::DependencyChanged { kind, namespace, name }) => {
+        match dependency_event(
+            DependencyKind::Deployment,
+            &watcher::Event::Apply(d.clone()),
+        ) {
+            Some(CacheEvent::DependencyChanged {
+                kind,
+                namespace,
+                name,
+            }) => {
                 assert_eq!(kind, DependencyKind::Deployment);
                 assert_eq!((namespace.as_str(), name.as_str()), ("test", "podinfo"));
             }
             other => panic!("{other:?}"),
         }
         // Initial list items are not changes.
-        assert!(dependency_event(DependencyKind::Deployment, &watcher::Event::InitApply(d)).is_none());
+        assert!(
+            dependency_event(DependencyKind::Deployment, &watcher::Event::InitApply(d)).is_none()
+        );
         let mut c = Canary::new("podinfo", Default::default());
         c.metadata.namespace = Some("test".into());
         match canary_event(&watcher::Event::Delete(c)) {

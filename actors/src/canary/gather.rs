@@ -172,7 +172,10 @@ fn missing(r: &ConfigRef, namespace: &str) -> Result<Option<String>, String> {
         ConfigKind::ConfigMap => "configmaps",
         ConfigKind::Secret => "secrets",
     };
-    Err(format!("{kind} \"{}\" not found in namespace {namespace}", r.name))
+    Err(format!(
+        "{kind} \"{}\" not found in namespace {namespace}",
+        r.name
+    ))
 }
 
 fn secret_is_tracked(s: &Secret) -> bool {
@@ -235,7 +238,11 @@ pub fn deployment_view(d: &Deployment, hpa: Option<&HorizontalPodAutoscaler>) ->
                 && c.status == "False"
                 && c.reason.as_deref() == Some("MinimumReplicasUnavailable")
         })
-        .and_then(|c| c.last_update_time.as_ref().or(c.last_transition_time.as_ref()))
+        .and_then(|c| {
+            c.last_update_time
+                .as_ref()
+                .or(c.last_transition_time.as_ref())
+        })
         .map(|t| Timestamp::from_unix_millis(t.0.as_millisecond()));
     let autoscaler_desired_replicas = hpa
         .and_then(|h| h.status.as_ref())
