@@ -57,18 +57,6 @@ impl FromStr for SecretString {
     }
 }
 
-impl From<crate::crd::Secret> for SecretString {
-    fn from(value: crate::crd::Secret) -> Self {
-        Self(value.expose().to_owned())
-    }
-}
-
-impl From<&crate::crd::Secret> for SecretString {
-    fn from(value: &crate::crd::Secret) -> Self {
-        Self(value.expose().to_owned())
-    }
-}
-
 impl<'de> serde::Deserialize<'de> for SecretString {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d).map(Self)

@@ -23,8 +23,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceConversion, CustomResourceDefinition,
 };
 use kube::CustomResourceExt;
-use std::fmt;
-use std::str::FromStr;
 
 use std::borrow::Cow;
 
@@ -120,34 +118,5 @@ impl JsonSchema for FreeFormObject {
     }
 }
 
-/// A secret value (webhook URL, token, credentials in a URL), from flags or from AlertProvider
-/// objects. `Debug` and `Display` print `<redacted>`; read the value
-/// with [`Secret::expose`] only where it is sent.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
+/// Secret values (webhook URLs, tokens, credentials in URLs) use the project's one redacting type.
+pub use crate::secret::SecretString as Secret;
