@@ -165,8 +165,9 @@ pub enum KubeOpError {
         kind: String,
         namespace: String,
         name: String,
+        // Boxed: kube::Error is large and every Result of the actors carries this.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("{verb} {kind} {name}.{namespace} timed out after {timeout:?}")]
     Timeout {
@@ -200,10 +201,10 @@ impl KubeOpError {
     /// HTTP status of an API error, if the server answered.
     pub fn status_code(&self) -> Option<u16> {
         match self {
-            KubeOpError::Api {
-                source: kube::Error::Api(s),
-                ..
-            } => Some(s.code),
+            KubeOpError::Api { source, .. } => match &**source {
+                kube::Error::Api(s) => Some(s.code),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -232,7 +233,7 @@ impl ObjectId {
             kind: self.kind.clone(),
             namespace: self.namespace.clone(),
             name: self.name.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 }

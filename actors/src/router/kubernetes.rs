@@ -1,14 +1,19 @@
 //! The Kubernetes Services of a canary: `<svc>` (apex, selects the primary pods),
 //! `<svc>-primary` and `<svc>-canary` (flagger-behavior §3.3).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
+use flagger_rollout::PortRef;
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Client;
-use kube::runtime::reflector::Store;
+use kube::api::Api;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::RouterError;
-use crate::kubeops::CanaryRef;
+use crate::kubeops::{CanaryRef, FLUX_DISABLE_ANNOTATIONS, ObjectId, get_opt, merge_patch, upsert};
 
 /// Reconciles the three Services of a canary.
 #[derive(Clone)]
@@ -27,16 +32,258 @@ impl ServiceRouter {
         }
     }
 
-    pub async fn reconcile(&self, _canary: &CanaryRef) -> Result<(), RouterError> {
-        let _ = (&self.client, self.timeout, &self.store);
-        Err(RouterError::Unavailable(
-            "Service reconcile is not implemented yet".into(),
-        ))
+    /// Creates or updates `<svc>-canary`, `<svc>-primary` and `<svc>`.
+    pub async fn reconcile(&self, c: &CanaryRef) -> Result<(), RouterError> {
+        let ns = c.namespace();
+        let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        for desired in desired_services(c) {
+            let name = desired.metadata.name.clone().unwrap_or_default();
+            let id = ObjectId::new("Service", ns, &name);
+            let cached = self
+                .store
+                .as_ref()
+                .and_then(|s| s.get(&ObjectRef::new(&name).within(ns)));
+            upsert(
+                &api,
+                &id,
+                self.timeout,
+                cached,
+                || desired.clone(),
+                |live| update_service(c, live, &desired),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
-    pub async fn finalize(&self, _canary: &CanaryRef) -> Result<(), RouterError> {
-        Err(RouterError::Unavailable(
-            "Service finalize is not implemented yet".into(),
-        ))
+    /// revertOnDeletion: an apex Service that no Canary controls (it was there before Flagger)
+    /// selects the target's pods again.
+    pub async fn finalize(&self, c: &CanaryRef) -> Result<(), RouterError> {
+        let ns = c.namespace();
+        let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        let id = ObjectId::new("Service", ns, &c.spec.service.name);
+        let Some(live) = get_opt(&api, &id, self.timeout).await? else {
+            return Ok(());
+        };
+        let owned_by_a_canary = live
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == c.kind && o.controller == Some(true));
+        if owned_by_a_canary {
+            return Ok(());
+        }
+        let selector = last_applied_selector(&live).unwrap_or_else(|| {
+            BTreeMap::from([(c.selector.key.clone(), c.selector.value.clone())])
+        });
+        if live.spec.as_ref().and_then(|s| s.selector.as_ref()) == Some(&selector) {
+            return Ok(());
+        }
+        merge_patch(
+            &api,
+            &id,
+            self.timeout,
+            &serde_json::json!({"spec": {"selector": selector}}),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn last_applied_selector(svc: &Service) -> Option<BTreeMap<String, String>> {
+    let raw = svc
+        .metadata
+        .annotations
+        .as_ref()?
+        .get("kubectl.kubernetes.io/last-applied-configuration")?;
+    let v: serde_json::Value = serde_json::from_str(raw).ok()?;
+    serde_json::from_value(v.pointer("/spec/selector")?.clone()).ok()
+}
+
+fn custom_metadata(block: Option<&serde_json::Value>, field: &str) -> BTreeMap<String, String> {
+    block
+        .and_then(|b| b.get(field))
+        .and_then(|m| serde_json::from_value(m.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// The three Services, in creation order: canary, primary, apex.
+pub fn desired_services(c: &CanaryRef) -> Vec<Service> {
+    let s = &c.spec.service;
+    vec![
+        service(c, &s.canary_name(), &c.selector.value, s.canary.as_ref()),
+        service(
+            c,
+            &s.primary_name(),
+            &c.selector.primary_value(),
+            s.primary.as_ref(),
+        ),
+        service(c, &s.name, &c.selector.primary_value(), s.apex.as_ref()),
+    ]
+}
+
+fn service(c: &CanaryRef, name: &str, selects: &str, meta: Option<&serde_json::Value>) -> Service {
+    let s = &c.spec.service;
+    let mut labels = custom_metadata(meta, "labels");
+    labels.insert(c.selector.key.clone(), name.to_owned());
+    let mut annotations = custom_metadata(meta, "annotations");
+    for (k, v) in FLUX_DISABLE_ANNOTATIONS {
+        annotations.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let target_port = match &s.target_port {
+        PortRef::Number(n) => IntOrString::Int(i32::from(*n)),
+        PortRef::Name(n) => IntOrString::String(n.clone()),
+    };
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(c.namespace().to_owned()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![c.owner_reference()]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            cluster_ip: s.headless.then(|| "None".to_owned()),
+            selector: Some(BTreeMap::from([(
+                c.selector.key.clone(),
+                selects.to_owned(),
+            )])),
+            ports: Some(vec![ServicePort {
+                name: Some(s.port_name.clone()),
+                protocol: Some("TCP".into()),
+                port: i32::from(s.port),
+                target_port: Some(target_port),
+                app_protocol: s.app_protocol.clone(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn same_port(a: &ServicePort, b: &ServicePort) -> bool {
+    a.name == b.name
+        && a.port == b.port
+        && a.target_port == b.target_port
+        && a.protocol.as_deref().unwrap_or("TCP") == b.protocol.as_deref().unwrap_or("TCP")
+        && a.app_protocol == b.app_protocol
+}
+
+/// `live` with the desired selector and ports (node ports kept by name), and the desired
+/// labels/annotations when this Canary controls it; `None` when nothing differs.
+pub fn update_service(c: &CanaryRef, live: &Service, desired: &Service) -> Option<Service> {
+    let ls = live.spec.clone().unwrap_or_default();
+    let ds = desired.spec.clone().unwrap_or_default();
+    let live_ports = ls.ports.clone().unwrap_or_default();
+    let desired_ports = ds.ports.clone().unwrap_or_default();
+    let ports_same = live_ports.len() == desired_ports.len()
+        && live_ports
+            .iter()
+            .zip(&desired_ports)
+            .all(|(a, b)| same_port(a, b));
+    let selector_same = ls.selector == ds.selector;
+    let owned = c.controls(live);
+    let meta_same = !owned
+        || (live.metadata.labels == desired.metadata.labels
+            && live.metadata.annotations == desired.metadata.annotations);
+    if ports_same && selector_same && meta_same {
+        return None;
+    }
+    let mut out = live.clone();
+    let spec = out.spec.get_or_insert_with(Default::default);
+    spec.selector = ds.selector.clone();
+    spec.ports = Some(
+        desired_ports
+            .into_iter()
+            .map(|mut p| {
+                p.node_port = live_ports
+                    .iter()
+                    .find(|l| l.name == p.name)
+                    .and_then(|l| l.node_port);
+                p
+            })
+            .collect(),
+    );
+    if owned {
+        out.metadata.labels = desired.metadata.labels.clone();
+        out.metadata.annotations = desired.metadata.annotations.clone();
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::kubeops::tests_support::{canary_ref_with, spec_with};
+    use flagger_rollout::ServiceInput;
+
+    fn canary() -> CanaryRef {
+        canary_ref_with(spec_with(ServiceInput {
+            port: Some(9898),
+            target_port: Some(serde_json::json!("http")),
+            app_protocol: Some("http".into()),
+            apex: Some(serde_json::json!({"labels": {"team": "a"}})),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn three_services_select_primary_and_canary_pods() {
+        let c = canary();
+        let svcs = desired_services(&c);
+        let names: Vec<_> = svcs
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["podinfo-canary", "podinfo-primary", "podinfo"]);
+        let sel =
+            |i: usize| svcs[i].spec.as_ref().unwrap().selector.clone().unwrap()["app"].clone();
+        assert_eq!(
+            (sel(0), sel(1), sel(2)),
+            (
+                "podinfo".into(),
+                "podinfo-primary".into(),
+                "podinfo-primary".into()
+            )
+        );
+        let port = &svcs[2].spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+        assert_eq!(port.name.as_deref(), Some("http"));
+        assert_eq!(port.port, 9898);
+        assert_eq!(port.target_port, Some(IntOrString::String("http".into())));
+        assert_eq!(port.app_protocol.as_deref(), Some("http"));
+        let labels = svcs[2].metadata.labels.clone().unwrap();
+        assert_eq!(labels["app"], "podinfo");
+        assert_eq!(labels["team"], "a");
+        assert_eq!(
+            svcs[0].metadata.annotations.clone().unwrap()["kustomize.toolkit.fluxcd.io/reconcile"],
+            "disabled"
+        );
+        assert_eq!(
+            svcs[1].metadata.owner_references.clone().unwrap()[0].uid,
+            "uid-canary"
+        );
+    }
+
+    #[test]
+    fn a_matching_service_needs_no_write_and_a_taken_over_one_keeps_its_metadata() {
+        let c = canary();
+        let desired = desired_services(&c).remove(2);
+        assert!(update_service(&c, &desired, &desired).is_none());
+        let mut foreign = desired.clone();
+        foreign.metadata.owner_references = None;
+        foreign.metadata.labels = Some(BTreeMap::from([("mine".into(), "yes".into())]));
+        foreign.spec.as_mut().unwrap().selector =
+            Some(BTreeMap::from([("app".into(), "podinfo".into())]));
+        let updated = update_service(&c, &foreign, &desired).unwrap();
+        assert_eq!(
+            updated.spec.unwrap().selector.unwrap()["app"],
+            "podinfo-primary"
+        );
+        assert_eq!(updated.metadata.labels.unwrap()["mine"], "yes");
     }
 }

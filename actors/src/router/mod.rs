@@ -84,6 +84,13 @@ pub enum RouterError {
         primary: String,
         canary: String,
     },
+    /// The mesh object does not exist (weights cannot be set before `ReconcileRoutes`).
+    #[error("{kind} {name}.{namespace} not found")]
+    NotFound {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
     /// A mesh object exists but cannot be interpreted.
     #[error("{kind} {name}.{namespace} is invalid: {problem}")]
     Invalid {
@@ -102,6 +109,7 @@ impl RouterError {
         match self {
             RouterError::Kube(e) => e.metric_label(),
             RouterError::NoRoutes { .. } => "no_routes",
+            RouterError::NotFound { .. } => "not_found",
             RouterError::Invalid { .. } => "invalid_object",
             RouterError::Unavailable(_) => "unavailable",
         }
