@@ -178,16 +178,26 @@ fn matcher_ok(m: &Matcher, labels: &Labels) -> bool {
     m.is_match(labels.get(&m.name))
 }
 
-/// The metric name a selector pins (by name or by an `__name__="x"` matcher), for the index.
-fn pinned_name(vs: &VectorSelector) -> Option<&str> {
-    if let Some(n) = &vs.name {
-        return Some(n);
+/// Label pairs every selected series must have: the metric name, equality matchers and regex
+/// matchers whose pattern is a plain literal (Flagger's `destination_workload=~"podinfo"`), so
+/// the store can start from its smallest posting list.
+fn hints(vs: &VectorSelector) -> Vec<(&str, &str)> {
+    let literal = |v: &str| {
+        v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    let mut out: Vec<(&str, &str)> = vs.name.iter().map(|n| ("__name__", n.as_str())).collect();
+    for m in &vs.matchers.matchers {
+        let exact = match m.op {
+            MatchOp::Equal => true,
+            MatchOp::Re(_) => literal(&m.value),
+            _ => false,
+        };
+        if exact && !m.value.is_empty() {
+            out.push((m.name.as_str(), m.value.as_str()));
+        }
     }
-    vs.matchers
-        .matchers
-        .iter()
-        .find(|m| m.name == "__name__" && matches!(m.op, MatchOp::Equal))
-        .map(|m| m.value.as_str())
+    out
 }
 
 fn drop_name(mut v: Vec<Sample>) -> Vec<Sample> {
@@ -252,8 +262,7 @@ impl Evaluator<'_> {
     }
 
     fn select(&self, vs: &VectorSelector, mint: i64, maxt: i64) -> super::tsdb::Selected {
-        let name = pinned_name(vs);
-        self.db.select(name, mint, maxt, |l| {
+        self.db.select(&hints(vs), mint, maxt, |l| {
             vs.name.as_deref().is_none_or(|n| l.get("__name__") == n)
                 && vs.matchers.matchers.iter().all(|m| matcher_ok(m, l))
         })

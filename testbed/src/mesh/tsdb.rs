@@ -82,8 +82,34 @@ struct Chunk {
     last_ts: i64,
     last_delta: i64,
     last_bits: u64,
+    /// Last increase when the last two values were exact integers (0 otherwise).
+    last_vdelta: i64,
     count: u32,
     data: Vec<u8>,
+}
+
+/// Value tags above the XOR range: integer counter whose increase repeats the previous one, or
+/// differs from it by a zigzag varint that follows.
+const TAG_SAME_INCREASE: u8 = 65;
+const TAG_INCREASE_DOD: u8 = 66;
+
+/// The value as an exact integer, when the float round-trips through one (not -0.0, < 2^53).
+fn exact_int(v: f64) -> Option<i64> {
+    if v.fract() != 0.0 || v.abs() >= 9_007_199_254_740_992.0 {
+        return None;
+    }
+    let i = v as i64;
+    ((i as f64).to_bits() == v.to_bits()).then_some(i)
+}
+
+fn next_vdelta(prev_bits: u64, bits: u64) -> i64 {
+    match (
+        exact_int(f64::from_bits(prev_bits)),
+        exact_int(f64::from_bits(bits)),
+    ) {
+        (Some(a), Some(b)) => b.wrapping_sub(a),
+        _ => 0,
+    }
 }
 
 impl Chunk {
@@ -95,28 +121,55 @@ impl Chunk {
             last_ts: ts,
             last_delta: 0,
             last_bits: v.to_bits(),
+            last_vdelta: 0,
             count: 1,
             data,
         }
     }
 
+    /// Appends one sample as a header byte (bit 7: a non-zero delta-of-delta timestamp
+    /// follows; bits 0-6: the value tag) and its payload. Value tags: 0 = unchanged; 1..=64 =
+    /// trailing-zero count + 1 of the XOR with the previous value's bits, which follows shifted
+    /// right; 65/66 = integer counter increase equal to the previous one / differing by a
+    /// varint. A steadily scraped counter costs one or two bytes per sample.
     fn push(&mut self, ts: i64, v: f64) {
         let delta = ts - self.last_ts;
-        put_varint(&mut self.data, zigzag(delta - self.last_delta));
+        let dod = delta - self.last_delta;
         let bits = v.to_bits();
         let x = bits ^ self.last_bits;
-        if x == 0 {
-            self.data.push(0);
+        let mut payload: Option<u64> = None;
+        let tag = if x == 0 {
+            0
+        } else if let (Some(a), Some(b)) = (exact_int(f64::from_bits(self.last_bits)), exact_int(v))
+        {
+            let dd = b.wrapping_sub(a).wrapping_sub(self.last_vdelta);
+            if dd == 0 {
+                TAG_SAME_INCREASE
+            } else {
+                payload = Some(zigzag(dd));
+                TAG_INCREASE_DOD
+            }
         } else {
+            // tz < 64 because x != 0, so the tag fits in 7 bits.
             let tz = x.trailing_zeros();
-            // tz < 64 because x != 0; fits in a byte with room for the "unchanged" marker 0.
-            self.data.push((tz + 1) as u8);
-            put_varint(&mut self.data, x >> tz);
+            payload = Some(x >> tz);
+            tz as u8 + 1
+        };
+        self.data.push(tag | if dod != 0 { 0x80 } else { 0 });
+        if dod != 0 {
+            put_varint(&mut self.data, zigzag(dod));
         }
+        if let Some(p) = payload {
+            put_varint(&mut self.data, p);
+        }
+        self.last_vdelta = next_vdelta(self.last_bits, bits);
         self.last_ts = ts;
         self.last_delta = delta;
         self.last_bits = bits;
         self.count += 1;
+        if self.count == CHUNK_SAMPLES {
+            self.data.shrink_to_fit();
+        }
     }
 
     /// Decodes every sample with `mint <= ts <= maxt` into `out`.
@@ -128,25 +181,47 @@ impl Chunk {
         let mut ts = self.first_ts;
         let mut bits = first_bits;
         let mut delta = 0i64;
+        let mut vdelta = 0i64;
         if ts >= mint && ts <= maxt {
             out.push((ts, f64::from_bits(bits)));
         }
         for _ in 1..self.count {
-            let Some(dod) = get_varint(&self.data, &mut pos) else {
-                return;
-            };
-            delta += unzigzag(dod);
-            ts += delta;
-            let Some(&tag) = self.data.get(pos) else {
+            let Some(&head) = self.data.get(pos) else {
                 return;
             };
             pos += 1;
-            if tag != 0 {
-                let Some(x) = get_varint(&self.data, &mut pos) else {
+            if head & 0x80 != 0 {
+                let Some(dod) = get_varint(&self.data, &mut pos) else {
                     return;
                 };
-                bits ^= x << u32::from(tag - 1);
+                delta += unzigzag(dod);
             }
+            ts += delta;
+            let prev = bits;
+            match head & 0x7f {
+                0 => {}
+                tag @ (TAG_SAME_INCREASE | TAG_INCREASE_DOD) => {
+                    let dd = if tag == TAG_INCREASE_DOD {
+                        let Some(z) = get_varint(&self.data, &mut pos) else {
+                            return;
+                        };
+                        unzigzag(z)
+                    } else {
+                        0
+                    };
+                    let Some(a) = exact_int(f64::from_bits(bits)) else {
+                        return;
+                    };
+                    bits = (a.wrapping_add(vdelta).wrapping_add(dd) as f64).to_bits();
+                }
+                tag => {
+                    let Some(x) = get_varint(&self.data, &mut pos) else {
+                        return;
+                    };
+                    bits ^= x.checked_shl(u32::from(tag - 1)).unwrap_or(0);
+                }
+            }
+            vdelta = next_vdelta(prev, bits);
             if ts > maxt {
                 return;
             }
@@ -215,7 +290,8 @@ pub struct SeriesRef(usize);
 pub struct Tsdb {
     series: Vec<Option<Series>>,
     by_labels: HashMap<Labels, usize>,
-    by_name: HashMap<Arc<str>, Vec<usize>>,
+    /// label name → value → series holding that pair (an inverted index for equality matchers).
+    postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<usize>>>,
     interned: HashMap<Arc<str>, ()>,
     retention_ms: i64,
     live: usize,
@@ -229,7 +305,7 @@ impl Tsdb {
         Tsdb {
             series: Vec::new(),
             by_labels: HashMap::new(),
-            by_name: HashMap::new(),
+            postings: HashMap::new(),
             interned: HashMap::new(),
             retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
             live: 0,
@@ -257,13 +333,19 @@ impl Tsdb {
             .collect();
         let labels = Labels(pairs.into());
         let idx = self.series.len();
-        let name = self.intern(labels.get("__name__"));
+        for (k, v) in labels.0.iter() {
+            self.postings
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default()
+                .push(idx);
+        }
         self.series.push(Some(Series {
             labels: labels.clone(),
             chunks: Default::default(),
         }));
         self.by_labels.insert(labels, idx);
-        self.by_name.entry(name).or_default().push(idx);
         self.live += 1;
         SeriesRef(idx)
     }
@@ -305,9 +387,12 @@ impl Tsdb {
         }
         if removed {
             let series = &self.series;
-            self.by_name.retain(|_, ids| {
-                ids.retain(|&i| series.get(i).is_some_and(Option::is_some));
-                !ids.is_empty()
+            self.postings.retain(|_, values| {
+                values.retain(|_, ids| {
+                    ids.retain(|&i| series.get(i).is_some_and(Option::is_some));
+                    !ids.is_empty()
+                });
+                !values.is_empty()
             });
         }
         removed
@@ -318,11 +403,12 @@ impl Tsdb {
         self.series.get(r.0).is_some_and(Option::is_some)
     }
 
-    /// Series whose labels satisfy `matches`, restricted to `name` when given, with their samples in
+    /// Series whose labels satisfy `matches` and contain every `(name, value)` pair of `hints`
+    /// (non-empty values; used to start from the smallest posting list), with their samples in
     /// `[mint, maxt]` (both inclusive). Series with no sample in the window are left out.
     pub fn select(
         &self,
-        name: Option<&str>,
+        hints: &[(&str, &str)],
         mint: i64,
         maxt: i64,
         mut matches: impl FnMut(&Labels) -> bool,
@@ -343,10 +429,21 @@ impl Tsdb {
                 out.push((s.labels.clone(), samples));
             }
         };
-        match name {
-            Some(n) => {
-                for &i in self.by_name.get(n).map(Vec::as_slice).unwrap_or(&[]) {
-                    if let Some(Some(s)) = self.series.get(i) {
+        let smallest = hints
+            .iter()
+            .map(|(k, v)| {
+                self.postings
+                    .get(*k)
+                    .and_then(|m| m.get(*v))
+                    .map_or(&[][..], Vec::as_slice)
+            })
+            .min_by_key(|ids| ids.len());
+        match smallest {
+            Some(ids) => {
+                for &i in ids {
+                    if let Some(Some(s)) = self.series.get(i)
+                        && hints.iter().all(|(k, v)| s.labels.get(k) == *v)
+                    {
                         visit(s);
                     }
                 }
@@ -411,13 +508,37 @@ mod tests {
             db.add(&s, ts, *v);
             expect.push((ts, *v));
         }
-        let got = db.select(Some("x"), 0, i64::MAX, |_| true);
+        let got = db.select(&[("__name__", "x")], 0, i64::MAX, |_| true);
         assert_eq!(got.len(), 1);
         let got = &got[0].1;
         assert_eq!(got.len(), expect.len());
         for (a, b) in got.iter().zip(&expect) {
             assert_eq!(a.0, b.0);
             assert_eq!(a.1.to_bits(), b.1.to_bits());
+        }
+    }
+
+    #[test]
+    fn integer_counters_round_trip_exactly() {
+        let mut db = Tsdb::new(Duration::from_secs(100_000));
+        let s = l(&[("__name__", "c")]);
+        let mut v = 0.0f64;
+        let mut expect = Vec::new();
+        for t in 0..2000i64 {
+            v += [9.0, 9.0, 7.0, 0.0, 123_456.0, 1.0][t as usize % 6];
+            let val = match t {
+                500 => 2.5,                     // a fraction breaks the integer run
+                501 => -0.0,                    // negative zero must keep its sign
+                502 => 9_007_199_254_740_993.0, // beyond 2^53: XOR path
+                _ => v,
+            };
+            db.add(&s, t * 1000, val);
+            expect.push((t * 1000, val));
+        }
+        let got = &db.select(&[("__name__", "c")], 0, i64::MAX, |_| true)[0].1;
+        assert_eq!(got.len(), expect.len());
+        for (a, b) in got.iter().zip(&expect) {
+            assert_eq!((a.0, a.1.to_bits()), (b.0, b.1.to_bits()));
         }
     }
 
@@ -429,13 +550,19 @@ mod tests {
             db.add(&s, t * 1000, t as f64);
         }
         db.add(&s, 5000, 99.0);
-        let got = db.select(Some("x"), 3000, 6000, |_| true);
+        let got = db.select(&[("__name__", "x")], 3000, 6000, |_| true);
         assert_eq!(
             got[0].1,
             vec![(3000, 3.0), (4000, 4.0), (5000, 5.0), (6000, 6.0)]
         );
-        assert!(db.select(Some("y"), 0, 10000, |_| true).is_empty());
-        assert!(db.select(Some("x"), 11000, 20000, |_| true).is_empty());
+        assert!(
+            db.select(&[("__name__", "y")], 0, 10000, |_| true)
+                .is_empty()
+        );
+        assert!(
+            db.select(&[("__name__", "x")], 11000, 20000, |_| true)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -449,11 +576,14 @@ mod tests {
         db.add(&b, 0, 1.0);
         assert!(db.gc(1_000_000));
         assert_eq!(db.num_series(), 1);
-        let got = db.select(Some("a"), 0, i64::MAX, |_| true);
+        let got = db.select(&[("__name__", "a")], 0, i64::MAX, |_| true);
         let first = got[0].1[0].0;
         // whole chunks only: everything older than the cutoff's chunk is gone
         assert!(first <= 1_000_000 - 300_000 && first > 1_000_000 - 300_000 - 120_000);
-        assert!(db.select(Some("b"), 0, i64::MAX, |_| true).is_empty());
+        assert!(
+            db.select(&[("__name__", "b")], 0, i64::MAX, |_| true)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -464,6 +594,6 @@ mod tests {
             db.add(&s, t * 1000, (t * 10) as f64);
         }
         let per_sample = db.sample_bytes() as f64 / 1200.0;
-        assert!(per_sample < 5.0, "{per_sample} bytes per sample");
+        assert!(per_sample < 2.0, "{per_sample} bytes per sample");
     }
 }
