@@ -1287,3 +1287,140 @@ pub mod build {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::build::*;
+    use crate::kubeops::tests_support::canary_ref;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    use k8s_openapi::api::core::v1::PodSpec;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> PodSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn config_refs_cover_volumes_projections_env_and_init_containers() {
+        let p = pod(json!({
+            "containers": [{"name": "a", "envFrom": [{"secretRef": {"name": "s-env"}}]}],
+            "initContainers": [{"name": "i", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cm-init", "key": "k", "optional": true}}}]}],
+            "volumes": [
+                {"name": "v1", "configMap": {"name": "cm-vol"}},
+                {"name": "v2", "secret": {"secretName": "s-vol"}},
+                {"name": "v3", "projected": {"sources": [{"configMap": {"name": "cm-proj"}}, {"secret": {"name": "s-proj"}}]}}
+            ]
+        }));
+        let refs = config_refs(&p);
+        assert_eq!(
+            refs.config_maps.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("cm-init".into(), true),
+                ("cm-proj".into(), false),
+                ("cm-vol".into(), false)
+            ]
+        );
+        assert_eq!(
+            refs.secrets.keys().cloned().collect::<Vec<_>>(),
+            ["s-env", "s-proj", "s-vol"]
+        );
+
+        let mut rewritten = p.clone();
+        let tracked = TrackedNames {
+            config_maps: ["cm-proj".to_string()].into(),
+            secrets: ["s-env".to_string()].into(),
+        };
+        rewrite_config_refs(&mut rewritten, &tracked);
+        let v = serde_json::to_value(&rewritten).unwrap();
+        assert_eq!(
+            v["volumes"][2]["projected"]["sources"][0]["configMap"]["name"],
+            "cm-proj-primary"
+        );
+        assert_eq!(
+            v["volumes"][0]["configMap"]["name"], "cm-vol",
+            "untracked names stay"
+        );
+        assert_eq!(
+            v["containers"][0]["envFrom"][0]["secretRef"]["name"],
+            "s-env-primary"
+        );
+    }
+
+    #[test]
+    fn primary_drops_flux_metadata_and_rewrites_anti_affinity() {
+        let c = canary_ref();
+        let target: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "podinfo", "labels": {"app": "podinfo", "team": "x", "kustomize.toolkit.fluxcd.io/name": "f"},
+                          "annotations": {"kustomize.toolkit.fluxcd.io/checksum": "1", "note": "n"}},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "podinfo"}},
+                     "template": {"metadata": {"labels": {"app": "podinfo"}, "annotations": {"flagger-id": "old"}},
+                                  "spec": {"containers": [{"name": "a"}],
+                                           "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+                                                                          "labelSelector": {"matchLabels": {"app": "podinfo"}}}]}}}
+        }))
+        .unwrap();
+        let all = vec!["*".to_string()];
+        let d = primary_deployment(&c, &target, &TrackedNames::default(), &all, "new-id").unwrap();
+        let labels = d.metadata.labels.clone().unwrap();
+        assert_eq!(labels["app"], "podinfo-primary");
+        assert_eq!(labels["team"], "x");
+        assert!(!labels.keys().any(|k| k.contains("toolkit.fluxcd.io")));
+        assert_eq!(d.metadata.annotations.clone().unwrap().len(), 1);
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(1), "a target at 0 gives a primary of 1");
+        assert_eq!(
+            spec.template.metadata.unwrap().annotations.unwrap()["flagger-id"],
+            "new-id"
+        );
+        let tsc = &spec
+            .template
+            .spec
+            .unwrap()
+            .topology_spread_constraints
+            .unwrap()[0];
+        assert_eq!(
+            tsc.label_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["app"],
+            "podinfo-primary"
+        );
+        // Without include prefixes no target label is copied, only the selector label.
+        let d = primary_deployment(&c, &target, &TrackedNames::default(), &[], "id").unwrap();
+        assert_eq!(d.metadata.labels.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn scale_from_zero_rules() {
+        let dep = |r: i32| -> Deployment {
+            serde_json::from_value(json!({"spec": {"replicas": r, "selector": {}, "template": {}}}))
+                .unwrap()
+        };
+        let hpa = |min: i32| -> HorizontalPodAutoscaler {
+            serde_json::from_value(json!({"spec": {"minReplicas": min, "maxReplicas": 5, "scaleTargetRef": {"kind": "Deployment", "name": "x"}}})).unwrap()
+        };
+        assert_eq!(scale_from_zero(&dep(3), Some(&dep(5)), None), 3);
+        assert_eq!(scale_from_zero(&dep(0), Some(&dep(5)), None), 5);
+        assert_eq!(scale_from_zero(&dep(0), None, Some(&hpa(2))), 2);
+        assert_eq!(scale_from_zero(&dep(0), None, Some(&hpa(1))), 1);
+        assert_eq!(scale_from_zero(&dep(0), Some(&dep(0)), None), 1);
+    }
+
+    #[test]
+    fn secret_types_and_opt_out() {
+        assert!(is_tracked_secret_type(None));
+        assert!(is_tracked_secret_type(Some("kubernetes.io/tls")));
+        assert!(!is_tracked_secret_type(Some(
+            "kubernetes.io/service-account-token"
+        )));
+        let meta = serde_json::from_value(
+            json!({"annotations": {"flagger.app/config-tracking": "disabled-for-now"}}),
+        )
+        .unwrap();
+        assert!(!is_tracked(&meta));
+    }
+}
