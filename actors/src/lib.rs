@@ -7,6 +7,7 @@ pub mod events;
 pub mod http;
 pub mod key;
 pub mod kubeops;
+pub mod leader;
 pub mod messages;
 pub mod metrics;
 pub mod notifier;
