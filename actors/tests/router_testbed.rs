@@ -208,3 +208,70 @@ async fn weights_round_trip_and_survive_reconcile() {
     assert_eq!(routes.weights.canary(), 30);
     tb.shutdown().await;
 }
+
+#[actix::test]
+async fn taken_over_objects_are_restored_on_finalize() {
+    use flagger_actors::router::FinalizeRoutes;
+    use kube::api::PostParams;
+    let tb = Testbed::start(Config::default()).await.unwrap();
+    let client = tb.client().unwrap();
+    let pp = PostParams::default();
+    let original =
+        json!({"hosts": ["podinfo"], "http": [{"route": [{"destination": {"host": "podinfo"}}]}]});
+    let vs_api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &virtual_service_resource());
+    let mut vs = DynamicObject::new("podinfo", &virtual_service_resource()).within("default");
+    vs.data = json!({"spec": original});
+    vs_api.create(&pp, &vs).await.unwrap();
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let apex: Service = serde_json::from_value(json!({
+        "metadata": {"name": "podinfo", "labels": {"owner": "me"}},
+        "spec": {"selector": {"app": "podinfo"}, "ports": [{"name": "http", "port": 9898}]}
+    }))
+    .unwrap();
+    services.create(&pp, &apex).await.unwrap();
+    let router = RouterActor::new(client, RouterConfig::default(), RouterStores::default()).start();
+    let c = canary();
+
+    router
+        .send(ReconcileRoutes { canary: c.clone() })
+        .await
+        .unwrap()
+        .unwrap();
+    let taken = services.get("podinfo").await.unwrap();
+    assert_eq!(
+        taken.spec.unwrap().selector.unwrap()["app"],
+        "podinfo-primary"
+    );
+    assert_eq!(
+        taken.metadata.labels.unwrap()["owner"],
+        "me",
+        "metadata of a taken-over Service is left alone"
+    );
+    let routes = router
+        .send(GetRoutes { canary: c.clone() })
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(routes.weights, Weights::ALL_PRIMARY);
+
+    router
+        .send(FinalizeRoutes { canary: c.clone() })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        services
+            .get("podinfo")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .selector
+            .unwrap()["app"],
+        "podinfo"
+    );
+    assert_eq!(vs_api.get("podinfo").await.unwrap().data["spec"], original);
+    tb.shutdown().await;
+}
