@@ -334,3 +334,64 @@ async fn scaling_and_promotion() {
     );
     tb.shutdown().await;
 }
+
+#[actix::test]
+async fn observation_tracks_configs_and_sees_a_config_change_as_a_new_revision() {
+    use flagger_actors::workload::Observe;
+    use flagger_rollout::{Observed, Timestamp};
+    let tb = Testbed::start(Config::default()).await.unwrap();
+    let client = setup(&tb).await;
+    let actor = WorkloadActor::new(
+        client.clone(),
+        WorkloadConfig::default(),
+        WorkloadStores::default(),
+    )
+    .start();
+    let c = canary(false);
+    let now = Timestamp::from_unix_millis(1_700_000_000_000);
+    let observe = || {
+        actor.send(Observe {
+            canary: c.clone(),
+            now,
+        })
+    };
+
+    let first = observe().await.unwrap().unwrap();
+    assert_eq!(first.primary, Observed::Missing);
+    let Observed::Found(target) = first.target else {
+        panic!("target not found: {:?}", first.target)
+    };
+    assert_eq!(
+        target.tracked_configs.keys().cloned().collect::<Vec<_>>(),
+        ["configmap/podinfo-config", "secret/podinfo-token"]
+    );
+    assert_eq!(
+        observe().await.unwrap().unwrap().target,
+        Observed::Found(target.clone()),
+        "stable"
+    );
+
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.patch(
+        "podinfo-config",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"color": "green"}})),
+    )
+    .await
+    .unwrap();
+    let Observed::Found(changed) = observe().await.unwrap().unwrap().target else {
+        panic!()
+    };
+    assert_ne!(changed.revision, target.revision);
+
+    actor
+        .send(EnsurePrimary { canary: c.clone() })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        observe().await.unwrap().unwrap().primary,
+        Observed::Found(_)
+    ));
+    tb.shutdown().await;
+}
