@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use flagger_rollout::PortRef;
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use flagger_rollout::{PortRef, ServiceSpec as CanaryService};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PodSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Client;
@@ -21,22 +22,56 @@ pub struct ServiceRouter {
     client: Client,
     timeout: Duration,
     store: Option<Store<Service>>,
+    deployments: Option<Store<Deployment>>,
 }
 
 impl ServiceRouter {
-    pub fn new(client: Client, timeout: Duration, store: Option<Store<Service>>) -> Self {
+    /// `deployments` is read (else a GET) only for `service.portDiscovery`.
+    pub fn new(
+        client: Client,
+        timeout: Duration,
+        store: Option<Store<Service>>,
+        deployments: Option<Store<Deployment>>,
+    ) -> Self {
         Self {
             client,
             timeout,
             store,
+            deployments,
         }
+    }
+
+    /// Container ports of the target to expose besides the main one (`service.portDiscovery`).
+    async fn extra_ports(&self, c: &CanaryRef) -> Result<Vec<ServicePort>, RouterError> {
+        if !c.spec.service.port_discovery {
+            return Ok(Vec::new());
+        }
+        let ns = c.namespace();
+        let name = &c.spec.target_ref.name;
+        let target = match self
+            .deployments
+            .as_ref()
+            .and_then(|s| s.get(&ObjectRef::new(name).within(ns)))
+        {
+            Some(d) => Some((*d).clone()),
+            None => {
+                let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+                get_opt(&api, &ObjectId::new("Deployment", ns, name), self.timeout).await?
+            }
+        };
+        Ok(target
+            .and_then(|d| d.spec)
+            .and_then(|s| s.template.spec)
+            .map(|pod| discovered_ports(&pod, &c.spec.service))
+            .unwrap_or_default())
     }
 
     /// Creates or updates `<svc>-canary`, `<svc>-primary` and `<svc>`.
     pub async fn reconcile(&self, c: &CanaryRef) -> Result<(), RouterError> {
         let ns = c.namespace();
         let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
-        for desired in desired_services(c) {
+        let extra = self.extra_ports(c).await?;
+        for desired in desired_services(c, &extra) {
             let name = desired.metadata.name.clone().unwrap_or_default();
             let id = ObjectId::new("Service", ns, &name);
             let cached = self
@@ -108,22 +143,76 @@ fn custom_metadata(block: Option<&serde_json::Value>, field: &str) -> BTreeMap<S
         .unwrap_or_default()
 }
 
-/// The three Services, in creation order: canary, primary, apex.
-pub fn desired_services(c: &CanaryRef) -> Vec<Service> {
+/// Sidecars whose ports are never exposed by port discovery.
+const SIDECARS: &[&str] = &["istio-proxy", "envoy", "linkerd-proxy"];
+
+/// Ports of the pod's containers other than the main service port / target port, named after
+/// the container port (or `tcp-<container>-<index>`), sorted by name.
+pub fn discovered_ports(pod: &PodSpec, s: &CanaryService) -> Vec<ServicePort> {
+    let mut out: BTreeMap<String, i32> = BTreeMap::new();
+    for c in pod
+        .containers
+        .iter()
+        .filter(|c| !SIDECARS.contains(&c.name.as_str()))
+    {
+        for (i, p) in c.ports.iter().flatten().enumerate() {
+            let is_main = p.container_port == i32::from(s.port)
+                || match &s.target_port {
+                    PortRef::Number(n) => p.container_port == i32::from(*n),
+                    PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
+                };
+            if is_main {
+                continue;
+            }
+            let name = p
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("tcp-{}-{i}", c.name));
+            out.entry(name).or_insert(p.container_port);
+        }
+    }
+    out.into_iter()
+        .map(|(name, port)| ServicePort {
+            name: Some(name),
+            protocol: Some("TCP".into()),
+            port,
+            target_port: Some(IntOrString::Int(port)),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The three Services, in creation order: canary, primary, apex. `extra_ports` are the
+/// discovered ports (empty without `portDiscovery`).
+pub fn desired_services(c: &CanaryRef, extra_ports: &[ServicePort]) -> Vec<Service> {
     let s = &c.spec.service;
+    let primary = c.selector.primary_value();
     vec![
-        service(c, &s.canary_name(), &c.selector.value, s.canary.as_ref()),
+        service(
+            c,
+            &s.canary_name(),
+            &c.selector.value,
+            s.canary.as_ref(),
+            extra_ports,
+        ),
         service(
             c,
             &s.primary_name(),
-            &c.selector.primary_value(),
+            &primary,
             s.primary.as_ref(),
+            extra_ports,
         ),
-        service(c, &s.name, &c.selector.primary_value(), s.apex.as_ref()),
+        service(c, &s.name, &primary, s.apex.as_ref(), extra_ports),
     ]
 }
 
-fn service(c: &CanaryRef, name: &str, selects: &str, meta: Option<&serde_json::Value>) -> Service {
+fn service(
+    c: &CanaryRef,
+    name: &str,
+    selects: &str,
+    meta: Option<&serde_json::Value>,
+    extra_ports: &[ServicePort],
+) -> Service {
     let s = &c.spec.service;
     let mut labels = custom_metadata(meta, "labels");
     labels.insert(c.selector.key.clone(), name.to_owned());
@@ -151,14 +240,18 @@ fn service(c: &CanaryRef, name: &str, selects: &str, meta: Option<&serde_json::V
                 c.selector.key.clone(),
                 selects.to_owned(),
             )])),
-            ports: Some(vec![ServicePort {
-                name: Some(s.port_name.clone()),
-                protocol: Some("TCP".into()),
-                port: i32::from(s.port),
-                target_port: Some(target_port),
-                app_protocol: s.app_protocol.clone(),
-                ..Default::default()
-            }]),
+            ports: Some(
+                std::iter::once(ServicePort {
+                    name: Some(s.port_name.clone()),
+                    protocol: Some("TCP".into()),
+                    port: i32::from(s.port),
+                    target_port: Some(target_port),
+                    app_protocol: s.app_protocol.clone(),
+                    ..Default::default()
+                })
+                .chain(extra_ports.iter().cloned())
+                .collect(),
+            ),
             ..Default::default()
         }),
         status: None,
@@ -235,7 +328,7 @@ mod tests {
     #[test]
     fn three_services_select_primary_and_canary_pods() {
         let c = canary();
-        let svcs = desired_services(&c);
+        let svcs = desired_services(&c, &[]);
         let names: Vec<_> = svcs
             .iter()
             .map(|s| s.metadata.name.clone().unwrap())
@@ -270,9 +363,30 @@ mod tests {
     }
 
     #[test]
+    fn port_discovery_exposes_other_container_ports() {
+        let c = canary();
+        let pod: PodSpec = serde_json::from_value(serde_json::json!({"containers": [
+            {"name": "app", "ports": [{"name": "http", "containerPort": 9898}, {"name": "grpc", "containerPort": 9999}, {"containerPort": 8080}]},
+            {"name": "istio-proxy", "ports": [{"name": "http-envoy-prom", "containerPort": 15090}]}
+        ]}))
+        .unwrap();
+        let ports = discovered_ports(&pod, &c.spec.service);
+        let got: Vec<_> = ports
+            .iter()
+            .map(|p| (p.name.clone().unwrap(), p.port))
+            .collect();
+        assert_eq!(
+            got,
+            [("grpc".to_string(), 9999), ("tcp-app-2".to_string(), 8080)]
+        );
+        let svc = desired_services(&c, &ports).remove(0);
+        assert_eq!(svc.spec.unwrap().ports.unwrap().len(), 3);
+    }
+
+    #[test]
     fn a_matching_service_needs_no_write_and_a_taken_over_one_keeps_its_metadata() {
         let c = canary();
-        let desired = desired_services(&c).remove(2);
+        let desired = desired_services(&c, &[]).remove(2);
         assert!(update_service(&c, &desired, &desired).is_none());
         let mut foreign = desired.clone();
         foreign.metadata.owner_references = None;

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use flagger_rollout::{MeshProvider, Routes, Weights};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::api::DynamicObject;
@@ -161,6 +162,8 @@ impl Default for RouterConfig {
 #[derive(Clone, Default)]
 pub struct RouterStores {
     pub services: Option<Store<Service>>,
+    /// Targets, read only for `service.portDiscovery`.
+    pub deployments: Option<Store<Deployment>>,
     pub virtual_services: Option<Store<DynamicObject>>,
     pub destination_rules: Option<Store<DynamicObject>>,
 }
@@ -237,6 +240,7 @@ impl RouterActor {
                     client.clone(),
                     config.api_timeout,
                     stores.services.clone(),
+                    stores.deployments.clone(),
                 ),
                 istio: istio::IstioRouter::new(
                     client,
