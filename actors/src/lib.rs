@@ -1,5 +1,6 @@
 //! Actors.
 #![forbid(unsafe_code)]
+pub mod admin;
 pub mod cache;
 pub mod canary;
 pub mod crd;
@@ -11,9 +12,12 @@ pub mod leader;
 pub mod messages;
 pub mod metrics;
 pub mod notifier;
+pub mod operator;
+pub mod ports;
 pub mod router;
 pub mod secret;
 pub mod status;
+pub mod supervisor;
 pub mod telemetry;
 pub mod webhook;
 pub mod workload;

@@ -79,3 +79,39 @@ pub struct Poke;
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct StopCanary;
+
+// ------------------------------------------------------------------------------------------------
+// Writes on the Canary object itself (handled by [`crate::status::CanaryWriter`])
+// ------------------------------------------------------------------------------------------------
+
+/// Persist the status a tick decided (one write per tick).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Canary, crate::status::StatusError>")]
+pub struct WriteCanaryStatus {
+    /// The object the tick decided from (its `resourceVersion` guards the write).
+    pub canary: Arc<Canary>,
+    pub status: Box<flagger_rollout::CanaryStatus>,
+}
+
+/// Add or remove the `finalizer.flagger.app` finalizer (`revertOnDeletion`).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), crate::status::StatusError>")]
+pub struct SetFinalizer {
+    pub canary: Arc<Canary>,
+    pub present: bool,
+}
+
+/// Record a Kubernetes event on the Canary (reason `Synced`). Best effort.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RecordEvent {
+    pub canary: Arc<Canary>,
+    pub event_type: flagger_rollout::EventType,
+    pub message: String,
+}
+
+pub use crate::metrics::{CheckProviders, RunQueries};
+pub use crate::notifier::Notify;
+pub use crate::router::{FinalizeRoutes, GetRoutes, ReconcileRoutes, SetRoutes};
+pub use crate::webhook::{CallHook, ForwardEvent};
+pub use crate::workload::{EnsurePrimary, PromoteToPrimary, RevertTarget, Scale};

@@ -8,9 +8,14 @@
 //! fresh `resourceVersion`; otherwise nothing is written ([`StatusError::Stale`]) and the next
 //! tick decides again from the fresh status. A stale decision never overwrites a newer status.
 
-use flagger_rollout::CanaryStatus;
+use actix::{Actor, Context, Handler, ResponseFuture};
+use flagger_rollout::{CanaryStatus, EventType};
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
+use tracing::warn;
+
+use crate::events::{EventRecorder, Regarding, Severity};
+use crate::messages::{RecordEvent, SetFinalizer, WriteCanaryStatus};
 
 use crate::crd::Canary;
 use crate::crd::convert::status_merge_patch;
@@ -82,6 +87,107 @@ pub async fn write_status(
                 .map_err(api_error)
         }
         Err(e) => Err(api_error(e)),
+    }
+}
+
+/// The finalizer that makes deletion wait for `revertOnDeletion`.
+pub const FINALIZER: &str = "finalizer.flagger.app";
+
+/// Adds or removes [`FINALIZER`] with a merge patch guarded by `resourceVersion`, so a concurrent change of the finalizer list is never overwritten.
+pub async fn set_finalizer(
+    client: &Client,
+    canary: &Canary,
+    present: bool,
+) -> Result<(), StatusError> {
+    let name = canary.name_any();
+    let namespace = canary.namespace().unwrap_or_default();
+    let mut finalizers = canary.finalizers().to_vec();
+    let has = finalizers.iter().any(|f| f == FINALIZER);
+    if has == present {
+        return Ok(());
+    }
+    if present {
+        finalizers.push(FINALIZER.to_owned());
+    } else {
+        finalizers.retain(|f| f != FINALIZER);
+    }
+    // A merge patch replaces the whole list; the resourceVersion makes it fail instead of
+    // dropping a finalizer someone added meanwhile.
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": canary.resource_version(),
+        "finalizers": finalizers,
+    }});
+    let api: Api<Canary> = Api::namespaced(client.clone(), &namespace);
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile, or changed meanwhile (the next tick sees the fresh object).
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 || e.code == 422 => {
+            Err(StatusError::Stale(format!("{name}.{namespace}")))
+        }
+        Err(source) => Err(StatusError::Api {
+            name: format!("{name}.{namespace}"),
+            source,
+        }),
+    }
+}
+
+/// Performs the writes on Canary objects (status, finalizer) and records their events, for
+/// every CanaryActor. Handlers run concurrently.
+pub struct CanaryWriter {
+    client: Client,
+    recorder: EventRecorder,
+}
+
+impl CanaryWriter {
+    pub fn new(client: Client, recorder: EventRecorder) -> Self {
+        Self { client, recorder }
+    }
+}
+
+impl Actor for CanaryWriter {
+    type Context = Context<Self>;
+}
+
+impl Handler<WriteCanaryStatus> for CanaryWriter {
+    type Result = ResponseFuture<Result<Canary, StatusError>>;
+    fn handle(&mut self, msg: WriteCanaryStatus, _: &mut Self::Context) -> Self::Result {
+        let client = self.client.clone();
+        Box::pin(async move { write_status(&client, &msg.canary, &msg.status).await })
+    }
+}
+
+impl Handler<SetFinalizer> for CanaryWriter {
+    type Result = ResponseFuture<Result<(), StatusError>>;
+    fn handle(&mut self, msg: SetFinalizer, _: &mut Self::Context) -> Self::Result {
+        let client = self.client.clone();
+        Box::pin(async move { set_finalizer(&client, &msg.canary, msg.present).await })
+    }
+}
+
+impl Handler<RecordEvent> for CanaryWriter {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, msg: RecordEvent, _: &mut Self::Context) -> Self::Result {
+        let recorder = self.recorder.clone();
+        Box::pin(async move {
+            let c = &msg.canary;
+            let regarding = Regarding {
+                api_version: Canary::api_version(&()).into_owned(),
+                kind: Canary::kind(&()).into_owned(),
+                namespace: c.namespace().unwrap_or_default(),
+                name: c.name_any(),
+                uid: c.uid().unwrap_or_default(),
+            };
+            let severity = match msg.event_type {
+                EventType::Normal => Severity::Normal,
+                EventType::Warning => Severity::Warning,
+            };
+            if let Err(error) = recorder.record(&regarding, severity, &msg.message).await {
+                warn!(msg = "recording event failed", %error, event = %msg.message);
+            }
+        })
     }
 }
 

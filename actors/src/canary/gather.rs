@@ -18,7 +18,8 @@ use std::sync::Arc;
 use flagger_rollout::readiness::{DeploymentView, deployment_readiness};
 use flagger_rollout::revision::{config_checksum, revision};
 use flagger_rollout::{
-    CanarySpec, Observed, PrimaryObservation, Readiness, TargetObservation, Timestamp,
+    CanarySpec, HookOutcome, HookResult, HookType, MetricOutcome, MetricSource, MetricValue,
+    Observed, Phase, PrimaryObservation, ProviderCheck, Readiness, TargetObservation, Timestamp,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -27,6 +28,13 @@ use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 
 use crate::cache::{Caches, lookup};
+use crate::key::CanaryKey;
+use crate::messages::{CallHook, CheckProviders, RunQueries};
+use crate::metrics::{MetricQuery, MetricsServer, ResolvedTemplate};
+use crate::notifier::{AlertRoute, Destination};
+use crate::ports::Ports;
+use crate::secret::SecretString;
+use crate::webhook::{HookPayload, hook_outcome};
 
 /// Annotation that opts a ConfigMap or Secret out of tracking (values starting with `disable`).
 pub const CONFIG_TRACKING_ANNOTATION: &str = "flagger.app/config-tracking";
@@ -432,4 +440,230 @@ mod tests {
         assert_eq!(v.unavailable_since, Some(Timestamp(1_704_067_200_000)));
         assert_eq!(v.autoscaler_desired_replicas, Some(4));
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Gathering what `decide` asks for: hooks, metrics, metric providers (through the ports).
+// ------------------------------------------------------------------------------------------------
+
+/// Calls the hooks of `hook_type` in spec order, stopping as [`HookType::stops_on_success`] says.
+pub async fn run_hooks(
+    ports: &Ports,
+    key: &CanaryKey,
+    spec: &CanarySpec,
+    hook_type: HookType,
+    phase: Phase,
+    checksum: &str,
+) -> Vec<HookOutcome> {
+    let mut outcomes = Vec::new();
+    for hook in spec.analysis.hooks(hook_type) {
+        let payload = HookPayload::new(key, phase, checksum, hook);
+        let call = CallHook {
+            canary: key.clone(),
+            hook: hook.clone(),
+            payload,
+        };
+        let outcome = match ports.call_hook.send(call).await {
+            Ok(result) => hook_outcome(&hook.name, &result),
+            Err(e) => HookOutcome::failed(&hook.name, &format!("webhook actor unavailable: {e}")),
+        };
+        let passed = outcome.result == HookResult::Passed;
+        outcomes.push(outcome);
+        if passed == hook_type.stops_on_success() {
+            break;
+        }
+    }
+    outcomes
+}
+
+/// The server of builtin metrics and inline queries: the canary's `metricsServer` or the global.
+pub fn canary_metrics_server(spec: &CanarySpec, global: &str) -> MetricsServer {
+    MetricsServer::prometheus(
+        spec.metrics_server
+            .clone()
+            .unwrap_or_else(|| global.to_owned()),
+    )
+}
+
+/// The data of a Secret as secret strings (values that are not UTF-8 are skipped).
+pub fn secret_data(
+    caches: &Caches,
+    namespace: &str,
+    name: &str,
+) -> Option<BTreeMap<String, SecretString>> {
+    let secret = lookup(&caches.secrets, namespace, name)?;
+    let mut data: BTreeMap<String, SecretString> = secret
+        .data
+        .iter()
+        .flatten()
+        .filter_map(|(k, v)| {
+            String::from_utf8(v.0.clone())
+                .ok()
+                .map(|s| (k.clone(), SecretString::new(s)))
+        })
+        .collect();
+    for (k, v) in secret.string_data.iter().flatten() {
+        data.insert(k.clone(), SecretString::new(v.clone()));
+    }
+    Some(data)
+}
+
+/// The MetricTemplate of a template metric, with its provider resolved.
+fn resolve_template(
+    caches: &Caches,
+    name: &str,
+    namespace: &str,
+) -> Result<ResolvedTemplate, String> {
+    let template = lookup(&caches.metric_templates, namespace, name)
+        .ok_or_else(|| format!("metric template {name}.{namespace} not found"))?;
+    let provider = template
+        .spec
+        .provider
+        .as_ref()
+        .ok_or_else(|| format!("metric template {name}.{namespace} has no provider"))?;
+    let secret = match provider.secret_ref.as_ref().and_then(|r| r.name.as_deref()) {
+        Some(secret_name) => Some(secret_data(caches, namespace, secret_name).ok_or_else(
+            || format!("secret {secret_name}.{namespace} of metric template {name}.{namespace} not found"),
+        )?),
+        None => None,
+    };
+    let server = MetricsServer::from_template_provider(provider, secret.as_ref())
+        .map_err(|e| format!("metric template {name}.{namespace}: {e}"))?;
+    Ok(ResolvedTemplate {
+        server,
+        query: template.spec.query.clone().unwrap_or_default(),
+    })
+}
+
+/// Runs every metric of the analysis; results in spec order, one per metric.
+pub async fn run_metrics(
+    ports: &Ports,
+    caches: &Caches,
+    key: &CanaryKey,
+    spec: &CanarySpec,
+    global_server: &str,
+) -> Vec<MetricOutcome> {
+    let server = canary_metrics_server(spec, global_server);
+    let mut results: Vec<Option<MetricOutcome>> = Vec::new();
+    let mut queries = Vec::new();
+    for check in &spec.analysis.metrics {
+        let template = match &check.source {
+            MetricSource::Template { name, namespace } => {
+                match resolve_template(caches, name, namespace) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        results.push(Some(MetricOutcome {
+                            name: check.name.clone(),
+                            value: MetricValue::Failed(e),
+                        }));
+                        continue;
+                    }
+                }
+            }
+            _ => None,
+        };
+        match MetricQuery::for_check(spec, check, &server, template.as_ref()) {
+            Ok(q) => {
+                queries.push(q);
+                results.push(None);
+            }
+            Err(e) => results.push(Some(MetricOutcome {
+                name: check.name.clone(),
+                value: MetricValue::Failed(e.to_string()),
+            })),
+        }
+    }
+    let mut replies = if queries.is_empty() {
+        Vec::new()
+    } else {
+        let names: Vec<String> = queries.iter().map(|q| q.metric.clone()).collect();
+        match ports
+            .run_queries
+            .send(RunQueries {
+                canary: key.clone(),
+                queries,
+            })
+            .await
+        {
+            Ok(replies) => replies.into_iter().map(MetricOutcome::from).collect(),
+            Err(e) => names
+                .into_iter()
+                .map(|name| MetricOutcome {
+                    name,
+                    value: MetricValue::Failed(format!("metrics actor unavailable: {e}")),
+                })
+                .collect(),
+        }
+    }
+    .into_iter();
+    results
+        .into_iter()
+        .filter_map(|slot| slot.or_else(|| replies.next()))
+        .collect()
+}
+
+/// Are the metric providers of the analysis reachable?
+pub async fn check_providers(
+    ports: &Ports,
+    caches: &Caches,
+    key: &CanaryKey,
+    spec: &CanarySpec,
+    global_server: &str,
+) -> ProviderCheck {
+    let mut servers = Vec::new();
+    for check in &spec.analysis.metrics {
+        let server = match &check.source {
+            MetricSource::Template { name, namespace } => {
+                match resolve_template(caches, name, namespace) {
+                    Ok(t) => t.server,
+                    Err(e) => return ProviderCheck::Unavailable(e),
+                }
+            }
+            _ => canary_metrics_server(spec, global_server),
+        };
+        if !servers.contains(&server) {
+            servers.push(server);
+        }
+    }
+    match ports
+        .check_providers
+        .send(CheckProviders {
+            canary: key.clone(),
+            servers,
+        })
+        .await
+    {
+        Ok(check) => check,
+        Err(e) => ProviderCheck::Unavailable(format!("metrics actor unavailable: {e}")),
+    }
+}
+
+/// The canary's `analysis.alerts` resolved to destinations; `None` when it has none (the global
+/// notifier is used). Unresolvable ones are logged and skipped.
+pub fn alert_routes(caches: &Caches, spec: &CanarySpec) -> Option<Vec<AlertRoute>> {
+    if spec.analysis.alerts.is_empty() {
+        return None;
+    }
+    let mut routes = Vec::new();
+    for alert in &spec.analysis.alerts {
+        let (name, namespace) = (&alert.provider_name, &alert.provider_namespace);
+        let Some(provider) = lookup(&caches.alert_providers, namespace, name) else {
+            tracing::warn!(msg = "alert provider not found", provider = %format!("{name}.{namespace}"));
+            continue;
+        };
+        let secret = provider
+            .spec
+            .secret_ref
+            .as_ref()
+            .and_then(|r| r.name.as_deref())
+            .and_then(|s| secret_data(caches, namespace, s));
+        match Destination::from_alert_provider(name, namespace, &provider.spec, secret.as_ref()) {
+            Ok(destination) => routes.push(AlertRoute {
+                severity: alert.severity,
+                destination,
+            }),
+            Err(error) => tracing::warn!(msg = "alert provider unusable", %error),
+        }
+    }
+    Some(routes)
 }

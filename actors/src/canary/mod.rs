@@ -1,2 +1,626 @@
-//! CanaryActor: one per Canary.
+//! The CanaryActor: one per Canary object; runs its ticks.
+//!
+//! Contract:
+//! - Owns its timer, its rollout state (a cache of `.status`, rebuilt from the object when the
+//!   actor starts) and nothing else; weights are read from the mesh every tick.
+//! - A tick is an [`AtomicResponse`]: no two ticks of one canary interleave, and no message is
+//!   handled while a tick runs. The tick reschedules the next one when it ends
+//!   (`requeue_after`, the analysis interval).
+//! - A tick: gather from the caches (target revision and readiness, primary readiness, routes
+//!   through the RouterActor), `decide` (answering its hook/metric/provider requests through the
+//!   ports), execute the actions in order, write the status once, update telemetry.
+//! - [`Poke`] (a watched dependency changed) ticks now when that can matter — the target's
+//!   revision differs from the one the last tick saw, or the canary is still initializing —
+//!   and otherwise keeps the cadence, so dependency noise never speeds up an analysis. Pokes
+//!   during a tick are checked once when it ends.
+//! - A panic inside a tick is caught: the actor stops with `crashed = true` and the supervisor
+//!   starts a new one from `.status`. Other canaries are not affected.
+//! - Invalid specs (and a second Canary on a target) get one Warning event and a `Valid=False`
+//!   condition naming the field when the problem first appears, not one per tick; no object is
+//!   created or changed.
+
+pub mod execute;
 pub mod gather;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use flagger_rollout::spec::{InvalidSpec, SpecError};
+use flagger_rollout::{
+    CanarySpec, CanaryStatus, Decision, Gather, MeshProvider, Observations, Observed, Outcome,
+    Phase, Routes, Timestamp, decide, decide_invalid, finalize,
+};
+use futures::FutureExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+use tracing::{Instrument, debug, error, info_span};
+
+use crate::cache::Caches;
+use crate::crd::Canary;
+use crate::crd::convert::{canary_spec, status_from_crd};
+use crate::key::CanaryKey;
+use crate::kubeops::{CanaryRef, SelectorLabel};
+use crate::messages::{CanaryStopped, GetRoutes, Poke, SetFinalizer, SpecChanged, StopCanary};
+use crate::ports::Ports;
+use crate::status::FINALIZER;
+use crate::telemetry::{StatusGauge, Telemetry};
+use execute::{Executed, Target, execute};
+use gather::{Workloads, check_providers, observe_primary, observe_target, run_hooks, run_metrics};
+
+/// Operator-wide settings every canary uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--mesh-provider`, for Canaries without `spec.provider`.
+    pub default_provider: MeshProvider,
+    /// `--metrics-server`.
+    pub metrics_server: String,
+    /// `--selector-labels`.
+    pub selector_labels: Vec<String>,
+    /// `--enable-config-tracking`.
+    pub config_tracking: bool,
+}
+
+/// What every CanaryActor shares.
+#[derive(Clone)]
+pub struct Env {
+    pub caches: Caches,
+    pub ports: Ports,
+    pub telemetry: Telemetry,
+    pub settings: Arc<Settings>,
+    /// For reading workloads fresh right after this canary wrote them; `None` reads the caches.
+    pub client: Option<Client>,
+}
+
+/// Delay after a failed tick that wrote nothing, so a broken dependency is not hammered.
+const MIN_REQUEUE: Duration = Duration::from_millis(500);
+
+/// One tick, from the actor itself.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Tick {
+    seq: u64,
+}
+
+pub struct CanaryActor {
+    key: CanaryKey,
+    env: Env,
+    canary: Arc<Canary>,
+    conflict: Option<String>,
+    status: CanaryStatus,
+    supervisor: Option<Recipient<CanaryStopped>>,
+    incarnation: u64,
+    /// Only the Tick carrying this number runs; older scheduled ones are ignored.
+    seq: u64,
+    timer: Option<SpawnHandle>,
+    running: bool,
+    poke_pending: bool,
+    /// Re-tick right after the running one (the spec changed meanwhile).
+    retick: bool,
+    fresh_reads: bool,
+    /// The target revision the last tick observed.
+    last_revision: Option<String>,
+    crashed: bool,
+}
+
+impl CanaryActor {
+    pub fn new(
+        canary: Arc<Canary>,
+        conflict: Option<String>,
+        env: Env,
+        supervisor: Option<Recipient<CanaryStopped>>,
+        incarnation: u64,
+    ) -> Self {
+        let key = CanaryKey::new(canary.namespace().unwrap_or_default(), canary.name_any());
+        let status = status_from_crd(canary.status.as_ref());
+        Self {
+            key,
+            env,
+            canary,
+            conflict,
+            status,
+            supervisor,
+            incarnation,
+            seq: 0,
+            timer: None,
+            running: false,
+            poke_pending: false,
+            retick: false,
+            fresh_reads: false,
+            last_revision: None,
+            crashed: false,
+        }
+    }
+
+    fn schedule(&mut self, ctx: &mut Context<Self>, delay: Duration) {
+        if let Some(handle) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        self.seq += 1;
+        self.timer = Some(ctx.notify_later(Tick { seq: self.seq }, delay));
+    }
+
+    /// Would a tick now do something the cadence should not wait for?
+    fn poke_matters(&self) -> bool {
+        let Ok(spec) = canary_spec(&self.canary, self.env.settings.default_provider) else {
+            return false;
+        };
+        if !self.status.is_initialized() {
+            return true;
+        }
+        let workloads = Workloads::from_cache(&self.env.caches, &spec);
+        let Some(target) = workloads.target else {
+            return false;
+        };
+        match gather::target_revision(&self.env.caches, &target, self.env.settings.config_tracking)
+        {
+            Ok((revision, _)) => self.last_revision.as_deref() != Some(revision.as_str()),
+            Err(_) => false,
+        }
+    }
+
+    fn finish_tick(&mut self, out: TickOutput, ctx: &mut Context<Self>) {
+        self.running = false;
+        if let Some(written) = out.written {
+            self.canary = Arc::new(written);
+            self.status = status_from_crd(self.canary.status.as_ref());
+        }
+        self.fresh_reads = out.wrote_workloads;
+        if out.revision.is_some() {
+            self.last_revision = out.revision;
+        }
+        let poked = std::mem::take(&mut self.poke_pending) && self.poke_matters();
+        if std::mem::take(&mut self.retick) || poked {
+            self.schedule(ctx, Duration::ZERO);
+        } else {
+            self.schedule(ctx, out.requeue_after.max(MIN_REQUEUE));
+        }
+    }
+}
+
+impl Actor for CanaryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Timers vanish on restart, so the first tick is armed here.
+        self.schedule(ctx, Duration::ZERO);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(supervisor) = &self.supervisor {
+            supervisor.do_send(CanaryStopped {
+                key: self.key.clone(),
+                incarnation: self.incarnation,
+                crashed: self.crashed,
+            });
+        }
+    }
+}
+
+impl Handler<Tick> for CanaryActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: Tick, _: &mut Self::Context) -> Self::Result {
+        if msg.seq != self.seq || self.running {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(())));
+        }
+        self.running = true;
+        self.timer = None;
+        let input = TickInput {
+            key: self.key.clone(),
+            canary: self.canary.clone(),
+            conflict: self.conflict.clone(),
+            status: self.status.clone(),
+            fresh_reads: self.fresh_reads,
+        };
+        let span = info_span!("canary", canary = %self.key);
+        let tick = run_tick(self.env.clone(), input).instrument(span);
+        let guarded = AssertUnwindSafe(tick).catch_unwind();
+        AtomicResponse::new(Box::pin(guarded.into_actor(self).map(
+            |result, act, ctx| match result {
+                Ok(out) => act.finish_tick(out, ctx),
+                Err(_) => {
+                    error!(msg = "canary tick panicked; restarting its actor from .status", canary = %act.key);
+                    act.crashed = true;
+                    ctx.stop();
+                }
+            },
+        )))
+    }
+}
+
+impl Handler<Poke> for CanaryActor {
+    type Result = ();
+    fn handle(&mut self, _: Poke, ctx: &mut Self::Context) {
+        if self.running {
+            self.poke_pending = true;
+        } else if self.poke_matters() {
+            self.schedule(ctx, Duration::ZERO);
+        }
+    }
+}
+
+/// `resourceVersion`s compared as numbers when both are (etcd's and the testbed's are), so an
+/// object from a lagging watch never replaces the one this actor just wrote.
+fn is_older(candidate: &Canary, current: &Canary) -> bool {
+    match (
+        candidate
+            .resource_version()
+            .and_then(|v| v.parse::<u64>().ok()),
+        current
+            .resource_version()
+            .and_then(|v| v.parse::<u64>().ok()),
+    ) {
+        (Some(a), Some(b)) => a < b,
+        _ => false,
+    }
+}
+
+impl Handler<SpecChanged> for CanaryActor {
+    type Result = ();
+    fn handle(&mut self, msg: SpecChanged, ctx: &mut Self::Context) {
+        let conflict_changed = msg.conflict != self.conflict;
+        self.conflict = msg.conflict;
+        if is_older(&msg.canary, &self.canary) {
+            if conflict_changed && !self.running {
+                self.schedule(ctx, Duration::ZERO);
+            }
+            return;
+        }
+        let spec_changed = msg.canary.spec != self.canary.spec
+            || msg.canary.metadata.deletion_timestamp != self.canary.metadata.deletion_timestamp
+            || conflict_changed;
+        self.canary = msg.canary;
+        self.status = status_from_crd(self.canary.status.as_ref());
+        if spec_changed {
+            if self.running {
+                self.retick = true;
+            } else {
+                self.schedule(ctx, Duration::ZERO);
+            }
+        }
+    }
+}
+
+impl Handler<StopCanary> for CanaryActor {
+    type Result = ();
+    fn handle(&mut self, _: StopCanary, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The tick itself (async, owns its inputs).
+// ------------------------------------------------------------------------------------------------
+
+struct TickInput {
+    key: CanaryKey,
+    canary: Arc<Canary>,
+    conflict: Option<String>,
+    status: CanaryStatus,
+    fresh_reads: bool,
+}
+
+struct TickOutput {
+    written: Option<Canary>,
+    wrote_workloads: bool,
+    revision: Option<String>,
+    requeue_after: Duration,
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_unix_millis(jiff::Timestamp::now().as_millisecond())
+}
+
+/// The spec, or why the canary cannot run (including a second Canary on the same target).
+fn validated(input: &TickInput, settings: &Settings) -> Result<CanarySpec, InvalidSpec> {
+    let spec = canary_spec(&input.canary, settings.default_provider);
+    match (&input.conflict, spec) {
+        (None, spec) => spec,
+        (Some(conflict), Ok(_)) => Err(InvalidSpec {
+            name: input.key.name.clone(),
+            namespace: input.key.namespace.clone(),
+            errors: vec![SpecError {
+                field: "spec.targetRef.name".to_owned(),
+                problem: conflict.clone(),
+            }],
+        }),
+        (Some(conflict), Err(mut invalid)) => {
+            invalid.errors.insert(
+                0,
+                SpecError {
+                    field: "spec.targetRef.name".to_owned(),
+                    problem: conflict.clone(),
+                },
+            );
+            Err(invalid)
+        }
+    }
+}
+
+async fn read_fresh(client: &Client, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    api.get_opt(name).await.ok().flatten().map(Arc::new)
+}
+
+async fn run_tick(env: Env, input: TickInput) -> TickOutput {
+    let started = Instant::now();
+    let spec = match validated(&input, &env.settings) {
+        Ok(spec) => spec,
+        Err(invalid) => return invalid_tick(&env, &input, &invalid).await,
+    };
+    let deleting = input.canary.metadata.deletion_timestamp.is_some();
+    let has_finalizer = input.canary.finalizers().iter().any(|f| f == FINALIZER);
+    if !deleting && spec.revert_on_deletion != has_finalizer {
+        let _ = env
+            .ports
+            .set_finalizer
+            .send(SetFinalizer {
+                canary: input.canary.clone(),
+                present: spec.revert_on_deletion,
+            })
+            .await;
+    }
+    if deleting && !has_finalizer {
+        // Nothing to do: the object goes away and the supervisor stops this actor.
+        return TickOutput {
+            written: None,
+            wrote_workloads: false,
+            revision: None,
+            requeue_after: spec.analysis.interval,
+        };
+    }
+
+    let now = now();
+    let workloads = match (&env.client, input.fresh_reads) {
+        (Some(client), true) => Workloads {
+            target: read_fresh(client, &spec.namespace, &spec.target_ref.name).await,
+            primary: read_fresh(client, &spec.namespace, &spec.primary_name()).await,
+        },
+        _ => Workloads::from_cache(&env.caches, &spec),
+    };
+    let mut target = observe_target(
+        &env.caches,
+        &spec,
+        &workloads,
+        env.settings.config_tracking,
+        now,
+    );
+    let primary = observe_primary(&env.caches, &spec, &workloads, now);
+    let canary_ref = match workloads
+        .target
+        .as_deref()
+        .map(|d| SelectorLabel::of_deployment(d, &env.settings.selector_labels))
+    {
+        Some(Ok(selector)) => CanaryRef::new(&input.canary, spec.clone(), selector).map(Arc::new),
+        Some(Err(missing)) => {
+            target = Observed::Error(missing.to_string());
+            None
+        }
+        None => None,
+    };
+    let routes = match &canary_ref {
+        Some(canary) => match env
+            .ports
+            .get_routes
+            .send(GetRoutes {
+                canary: canary.clone(),
+            })
+            .await
+        {
+            Ok(Ok(Some(routes))) => Observed::Found(routes),
+            Ok(Ok(None)) => Observed::Missing,
+            Ok(Err(e)) => Observed::Error(e.to_string()),
+            Err(e) => Observed::Error(format!("router actor unavailable: {e}")),
+        },
+        None => Observed::Missing,
+    };
+    let revision = match &target {
+        Observed::Found(t) => Some(t.revision.clone()),
+        _ => None,
+    };
+    let current_routes = match &routes {
+        Observed::Found(r) => Some(*r),
+        _ => None,
+    };
+    let mut obs = Observations::new(now, target, primary, routes);
+
+    let decision = if deleting {
+        finalize(&spec, &input.status, &obs)
+    } else {
+        loop {
+            match decide(&spec, &input.status, &obs) {
+                Outcome::Decided(d) => break d,
+                Outcome::Gather(Gather::Hooks {
+                    hook_type,
+                    phase,
+                    checksum,
+                }) => {
+                    let outcomes =
+                        run_hooks(&env.ports, &input.key, &spec, hook_type, phase, &checksum).await;
+                    obs.hooks.insert(hook_type, outcomes);
+                }
+                Outcome::Gather(Gather::Metrics) => {
+                    let results = run_metrics(
+                        &env.ports,
+                        &env.caches,
+                        &input.key,
+                        &spec,
+                        &env.settings.metrics_server,
+                    )
+                    .await;
+                    for r in &results {
+                        if let flagger_rollout::MetricValue::Value(v) = r.value {
+                            env.telemetry.set_metric(
+                                &spec.target_ref.name,
+                                &spec.namespace,
+                                &r.name,
+                                v,
+                            );
+                        }
+                    }
+                    obs.metrics = Some(results);
+                }
+                Outcome::Gather(Gather::MetricProviders) => {
+                    obs.metric_providers = Some(
+                        check_providers(
+                            &env.ports,
+                            &env.caches,
+                            &input.key,
+                            &spec,
+                            &env.settings.metrics_server,
+                        )
+                        .await,
+                    );
+                }
+            }
+        }
+    };
+    debug!(msg = "decided", phase = %decision.next_state.phase, actions = decision.actions.len());
+
+    let checksum = revision
+        .clone()
+        .unwrap_or_else(|| input.status.last_applied_spec.clone());
+    let target_info = Target {
+        key: &input.key,
+        canary: &input.canary,
+        spec: &spec,
+        canary_ref: canary_ref.as_ref(),
+        phase: decision.next_state.phase,
+        checksum: &checksum,
+    };
+    let executed = execute(&env.ports, &env.caches, &target_info, &decision).await;
+    record_telemetry(
+        &env.telemetry,
+        &spec,
+        &input.status,
+        &decision,
+        &executed,
+        current_routes,
+    );
+    env.telemetry.observe_tick(
+        &spec.target_ref.name,
+        &spec.namespace,
+        started.elapsed().as_secs_f64(),
+    );
+    let requeue_after = if executed.failed.is_some() {
+        decision.requeue_after.min(Duration::from_secs(5))
+    } else {
+        decision.requeue_after
+    };
+    TickOutput {
+        written: executed.written,
+        wrote_workloads: executed.wrote_workloads,
+        revision,
+        requeue_after,
+    }
+}
+
+/// An invalid spec: the Warning event only when the `Valid` condition changes (not every tick).
+async fn invalid_tick(env: &Env, input: &TickInput, invalid: &InvalidSpec) -> TickOutput {
+    let obs = Observations::new(
+        now(),
+        Observed::Missing,
+        Observed::Missing,
+        Observed::Missing,
+    );
+    let decision = decide_invalid(invalid, &input.status, &obs);
+    let first_report = decision
+        .actions
+        .iter()
+        .any(|a| matches!(a, flagger_rollout::Action::WriteStatus(_)));
+    let target_name = input
+        .canary
+        .spec
+        .target_ref
+        .as_ref()
+        .and_then(|t| t.name.clone())
+        .unwrap_or_else(|| input.key.name.clone());
+    let mut written = None;
+    for action in &decision.actions {
+        match action {
+            flagger_rollout::Action::Event {
+                event_type,
+                message,
+            } if first_report => {
+                // No valid spec to take event webhooks from: only log and record.
+                match event_type {
+                    flagger_rollout::EventType::Normal => tracing::info!(msg = %message),
+                    flagger_rollout::EventType::Warning => tracing::warn!(msg = %message),
+                }
+                env.ports
+                    .record_event
+                    .do_send(crate::messages::RecordEvent {
+                        canary: input.canary.clone(),
+                        event_type: *event_type,
+                        message: message.clone(),
+                    });
+            }
+            flagger_rollout::Action::WriteStatus(status) => {
+                match env
+                    .ports
+                    .write_status
+                    .send(crate::messages::WriteCanaryStatus {
+                        canary: input.canary.clone(),
+                        status: status.clone(),
+                    })
+                    .await
+                {
+                    Ok(Ok(c)) => written = Some(c),
+                    Ok(Err(e)) => tracing::warn!(msg = "writing status failed", error = %e),
+                    Err(e) => tracing::warn!(msg = "status writer unavailable", error = %e),
+                }
+            }
+            _ => {}
+        }
+    }
+    env.telemetry
+        .set_status(&target_name, &input.key.namespace, StatusGauge::Failed);
+    TickOutput {
+        written,
+        wrote_workloads: false,
+        revision: None,
+        requeue_after: decision.requeue_after,
+    }
+}
+
+fn gauge(phase: Phase) -> StatusGauge {
+    match phase.status_metric() {
+        0 => StatusGauge::Progressing,
+        2 => StatusGauge::Failed,
+        _ => StatusGauge::Settled,
+    }
+}
+
+fn record_telemetry(
+    telemetry: &Telemetry,
+    spec: &CanarySpec,
+    prev: &CanaryStatus,
+    decision: &Decision,
+    executed: &Executed,
+    routes: Option<Routes>,
+) {
+    let (target, namespace) = (&spec.target_ref.name, &spec.namespace);
+    let persisted = executed.written.is_some();
+    let phase = if persisted {
+        decision.next_state.phase
+    } else {
+        prev.phase
+    };
+    telemetry.set_status(target, namespace, gauge(phase));
+    if let Some(w) = executed.weights.or(routes.map(|r| r.weights)) {
+        telemetry.set_weights(target, namespace, w.primary(), w.canary());
+    }
+    if persisted && prev.phase != phase {
+        let strategy = spec.analysis.strategy.label();
+        match phase {
+            Phase::Succeeded => {
+                telemetry.record_success(target, namespace, strategy, spec.skip_analysis)
+            }
+            Phase::Failed => telemetry.record_failure(target, namespace, strategy),
+            _ => {}
+        }
+    }
+}

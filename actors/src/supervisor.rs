@@ -1,0 +1,354 @@
+//! The CanarySupervisor: one per operator. Starts, updates, stops and restarts the CanaryActors,
+//! and routes dependency changes to the canaries that use them.
+//!
+//! Contract:
+//! - One CanaryActor per Canary object; `CanaryApplied` starts it or forwards `SpecChanged`,
+//!   `CanaryDeleted` stops it and drops its telemetry series. A CanaryActor that stopped because
+//!   its tick panicked is started again from the Canary's `.status` (its actor state is only a
+//!   cache of it).
+//! - Index target → canaries: a Deployment change pokes the canaries whose target (or whose
+//!   `-primary`) it is; an HPA change pokes the canaries of the Deployment it scales; a ConfigMap
+//!   or Secret change pokes the canaries whose target's pod spec references it. The actor decides
+//!   whether a poke is worth a tick now (see [`crate::canary`]).
+//! - Two Canaries on one target: the oldest (creationTimestamp, then name) owns it; the others
+//!   run in "conflict" mode (Warning event, `Valid=False` naming `spec.targetRef.name`, no object
+//!   touched) until the owner goes away.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use kube::ResourceExt;
+use tracing::{info, warn};
+
+use crate::cache::{DependencyKind, lookup};
+use crate::canary::gather::{ConfigKind, config_refs};
+use crate::canary::{CanaryActor, Env};
+use crate::crd::Canary;
+use crate::key::CanaryKey;
+use crate::messages::{
+    CanariesResynced, CanaryApplied, CanaryDeleted, CanaryStopped, DependenciesResynced,
+    DependencyChanged, Poke, SpecChanged, StopCanary,
+};
+
+struct Child {
+    addr: Addr<CanaryActor>,
+    canary: Arc<Canary>,
+    incarnation: u64,
+    conflict: Option<String>,
+}
+
+/// (namespace, target Deployment name)
+type TargetKey = (String, String);
+
+pub struct CanarySupervisor {
+    env: Env,
+    children: HashMap<CanaryKey, Child>,
+    targets: HashMap<TargetKey, BTreeSet<CanaryKey>>,
+    next_incarnation: u64,
+    /// Namespaces that had canaries, so their `flagger_canary_total` drops to 0 when emptied.
+    namespaces: BTreeSet<String>,
+}
+
+impl CanarySupervisor {
+    pub fn new(env: Env) -> Self {
+        Self {
+            env,
+            children: HashMap::new(),
+            targets: HashMap::new(),
+            next_incarnation: 0,
+            namespaces: BTreeSet::new(),
+        }
+    }
+
+    fn key_of(canary: &Canary) -> CanaryKey {
+        CanaryKey::new(canary.namespace().unwrap_or_default(), canary.name_any())
+    }
+
+    fn target_of(canary: &Canary) -> Option<TargetKey> {
+        let name = canary.spec.target_ref.as_ref()?.name.clone()?;
+        Some((canary.namespace().unwrap_or_default(), name))
+    }
+
+    fn spawn(
+        &mut self,
+        canary: Arc<Canary>,
+        conflict: Option<String>,
+        ctx: &mut Context<Self>,
+    ) -> Child {
+        self.next_incarnation += 1;
+        let incarnation = self.next_incarnation;
+        let addr = CanaryActor::new(
+            canary.clone(),
+            conflict.clone(),
+            self.env.clone(),
+            Some(ctx.address().recipient()),
+            incarnation,
+        )
+        .start();
+        Child {
+            addr,
+            canary,
+            incarnation,
+            conflict,
+        }
+    }
+
+    /// The conflict text of each canary on `target` (None for the owner).
+    fn conflicts(&self, target: &TargetKey) -> BTreeMap<CanaryKey, Option<String>> {
+        let Some(keys) = self.targets.get(target) else {
+            return BTreeMap::new();
+        };
+        let owner = keys
+            .iter()
+            .filter_map(|k| self.children.get(k).map(|c| (k, c)))
+            .min_by(|(ka, a), (kb, b)| {
+                let ta = a.canary.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                let tb = b.canary.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                ta.cmp(&tb).then_with(|| ka.cmp(kb))
+            })
+            .map(|(k, _)| k.clone());
+        keys.iter()
+            .map(|k| {
+                let conflict = match &owner {
+                    Some(o) if o != k => Some(format!(
+                        "Deployment {}.{} is already the target of canary {}; two canaries cannot share a target",
+                        target.1, target.0, o
+                    )),
+                    _ => None,
+                };
+                (k.clone(), conflict)
+            })
+            .collect()
+    }
+
+    /// Tells every canary on `target` whose conflict state changed.
+    fn refresh_conflicts(&mut self, target: &TargetKey, skip: Option<&CanaryKey>) {
+        for (key, conflict) in self.conflicts(target) {
+            if Some(&key) == skip {
+                continue;
+            }
+            if let Some(child) = self.children.get_mut(&key)
+                && child.conflict != conflict
+            {
+                if conflict.is_some() {
+                    warn!(msg = "Bad things will happen! Found more than one canary with the same target", canary = %key, target = %format!("{}.{}", target.1, target.0));
+                }
+                child.conflict = conflict.clone();
+                child.addr.do_send(SpecChanged {
+                    canary: child.canary.clone(),
+                    conflict,
+                });
+            }
+        }
+    }
+
+    fn update_totals(&mut self) {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for key in self.children.keys() {
+            *counts.entry(key.namespace.clone()).or_default() += 1;
+        }
+        for ns in counts.keys() {
+            self.namespaces.insert(ns.clone());
+        }
+        for ns in &self.namespaces {
+            self.env
+                .telemetry
+                .set_canary_total(ns, counts.get(ns).copied().unwrap_or(0));
+        }
+    }
+
+    fn remove(&mut self, key: &CanaryKey) {
+        let Some(child) = self.children.remove(key) else {
+            return;
+        };
+        info!(msg = format!("Deleting {key} from cache"), canary = %key);
+        child.addr.do_send(StopCanary);
+        if let Some(target) = Self::target_of(&child.canary) {
+            if let Some(set) = self.targets.get_mut(&target) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.targets.remove(&target);
+                }
+            }
+            self.env.telemetry.forget_canary(&target.1, &target.0);
+            self.refresh_conflicts(&target, None);
+        }
+        self.update_totals();
+    }
+
+    fn poke_target(&self, target: &TargetKey) {
+        for key in self.targets.get(target).into_iter().flatten() {
+            if let Some(child) = self.children.get(key) {
+                child.addr.do_send(Poke);
+            }
+        }
+    }
+
+    /// Canaries whose target references the ConfigMap/Secret `namespace/name`.
+    fn poke_config_users(&self, kind: ConfigKind, namespace: &str, name: &str) {
+        for target in self.targets.keys().filter(|(ns, _)| ns == namespace) {
+            let Some(d) = lookup(&self.env.caches.deployments, namespace, &target.1) else {
+                continue;
+            };
+            let uses = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .is_some_and(|pod| {
+                    config_refs(pod)
+                        .iter()
+                        .any(|r| r.kind == kind && r.name == name)
+                });
+            if uses {
+                self.poke_target(target);
+            }
+        }
+    }
+}
+
+impl Actor for CanarySupervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<CanaryApplied> for CanarySupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: CanaryApplied, ctx: &mut Self::Context) {
+        let canary = msg.0;
+        let key = Self::key_of(&canary);
+        let new_target = Self::target_of(&canary);
+        let old_target = self
+            .children
+            .get(&key)
+            .and_then(|c| Self::target_of(&c.canary));
+        if old_target != new_target
+            && let Some(old) = &old_target
+        {
+            if let Some(set) = self.targets.get_mut(old) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.targets.remove(old);
+                }
+            }
+            self.refresh_conflicts(old, None);
+        }
+        if let Some(t) = &new_target {
+            self.targets
+                .entry(t.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        let conflict = new_target
+            .as_ref()
+            .and_then(|t| self.conflicts(t).remove(&key))
+            .flatten();
+        match self.children.get_mut(&key) {
+            Some(child) => {
+                child.canary = canary.clone();
+                child.conflict = conflict.clone();
+                child.addr.do_send(SpecChanged { canary, conflict });
+            }
+            None => {
+                info!(msg = format!("Synced {}/{}", key.namespace, key.name), canary = %key);
+                if conflict.is_some() {
+                    warn!(msg = "Bad things will happen! Found more than one canary with the same target", canary = %key);
+                }
+                let child = self.spawn(canary, conflict, ctx);
+                self.children.insert(key.clone(), child);
+                self.update_totals();
+            }
+        }
+        if let Some(t) = &new_target {
+            self.refresh_conflicts(t, Some(&key));
+        }
+    }
+}
+
+impl Handler<CanaryDeleted> for CanarySupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: CanaryDeleted, _: &mut Self::Context) {
+        self.remove(&msg.0);
+    }
+}
+
+impl Handler<CanariesResynced> for CanarySupervisor {
+    type Result = ();
+    fn handle(&mut self, _: CanariesResynced, _: &mut Self::Context) {
+        let gone: Vec<CanaryKey> = self
+            .children
+            .keys()
+            .filter(|k| lookup(&self.env.caches.canaries, &k.namespace, &k.name).is_none())
+            .cloned()
+            .collect();
+        for key in gone {
+            self.remove(&key);
+        }
+    }
+}
+
+impl Handler<DependencyChanged> for CanarySupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: DependencyChanged, _: &mut Self::Context) {
+        let DependencyChanged {
+            kind,
+            namespace,
+            name,
+        } = msg;
+        match kind {
+            DependencyKind::Deployment => {
+                self.poke_target(&(namespace.clone(), name.clone()));
+                if let Some(target) = name.strip_suffix("-primary") {
+                    self.poke_target(&(namespace, target.to_owned()));
+                }
+            }
+            DependencyKind::HorizontalPodAutoscaler => {
+                let scaled = lookup(&self.env.caches.hpas, &namespace, &name)
+                    .and_then(|h| h.spec.as_ref().map(|s| s.scale_target_ref.name.clone()));
+                if let Some(deployment) = scaled {
+                    let target = deployment
+                        .strip_suffix("-primary")
+                        .unwrap_or(&deployment)
+                        .to_owned();
+                    self.poke_target(&(namespace, target));
+                }
+            }
+            DependencyKind::ConfigMap => {
+                self.poke_config_users(ConfigKind::ConfigMap, &namespace, &name)
+            }
+            DependencyKind::Secret => self.poke_config_users(ConfigKind::Secret, &namespace, &name),
+        }
+    }
+}
+
+impl Handler<DependenciesResynced> for CanarySupervisor {
+    type Result = ();
+    fn handle(&mut self, _: DependenciesResynced, _: &mut Self::Context) {
+        for child in self.children.values() {
+            child.addr.do_send(Poke);
+        }
+    }
+}
+
+impl Handler<CanaryStopped> for CanarySupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: CanaryStopped, ctx: &mut Self::Context) {
+        let Some(child) = self.children.get(&msg.key) else {
+            return;
+        };
+        if child.incarnation != msg.incarnation {
+            return;
+        }
+        if msg.crashed {
+            // Restart from the freshest object we know: its `.status` is the durable truth.
+            let canary = lookup(&self.env.caches.canaries, &msg.key.namespace, &msg.key.name)
+                .unwrap_or_else(|| child.canary.clone());
+            let conflict = child.conflict.clone();
+            warn!(msg = "restarting canary actor after a panic", canary = %msg.key);
+            let child = self.spawn(canary, conflict, ctx);
+            self.children.insert(msg.key, child);
+        } else {
+            self.children.remove(&msg.key);
+            self.update_totals();
+        }
+    }
+}
