@@ -79,9 +79,18 @@ pub struct RunArgs {
     )]
     pub metrics_server: String,
 
-    /// Port of the HTTP server (/metrics, /healthz, /readyz).
+    /// Port of the HTTP server (/metrics, /healthz, /readyz); 0 picks a free port (logged).
     #[arg(long, env = "FLAGGER_PORT", default_value_t = 8080)]
     pub port: u16,
+
+    /// Address the HTTP server listens on.
+    #[arg(
+        long,
+        env = "FLAGGER_LISTEN_ADDRESS",
+        default_value = "0.0.0.0",
+        value_name = "IP"
+    )]
+    pub listen_address: std::net::IpAddr,
 
     /// Minimum level of log lines.
     #[arg(long, env = "FLAGGER_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
@@ -317,6 +326,7 @@ mod tests {
             mesh_provider,
             metrics_server,
             port,
+            listen_address,
             log_level,
             log_format,
             selector_labels,
@@ -331,6 +341,7 @@ mod tests {
         assert_eq!(mesh_provider, MeshProvider::Istio);
         assert_eq!(metrics_server, "http://prometheus:9090");
         assert_eq!(port, 8080);
+        assert_eq!(listen_address, std::net::IpAddr::from([0, 0, 0, 0]));
         assert_eq!(log_level, LogLevel::Info);
         assert_eq!(log_format, LogFormat::Json);
         assert_eq!(selector_labels, ["app", "name", "app.kubernetes.io/name"]);

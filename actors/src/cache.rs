@@ -1,7 +1,8 @@
 //! Shared reflector caches of everything the operator reads on a steady-state tick.
 //!
 //! Contract:
-//! - One watch per kind (Canaries, Deployments, ConfigMaps, Secrets, HPAs, Istio VirtualServices,
+//! - One watch per kind (Canaries, Deployments, ConfigMaps, Secrets, HPAs, Services, Istio
+//!   VirtualServices and DestinationRules,
 //!   MetricTemplates, AlertProviders), namespace-scoped when the operator watches one namespace.
 //!   Ticks read these stores, never the API server, so a steady-state tick makes no GET or LIST.
 //! - Objects are stored without `metadata.managedFields` and without kubectl's
@@ -18,8 +19,8 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -33,13 +34,7 @@ use crate::key::CanaryKey;
 /// kubectl's copy of the applied manifest; never read by the operator.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// The Istio VirtualService API the operator reads and writes (upstream uses `v1beta1`).
-pub fn virtual_service_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("networking.istio.io", "v1beta1", "VirtualService"),
-        "virtualservices",
-    )
-}
+pub use crate::router::istio::{destination_rule_resource, virtual_service_resource};
 
 /// Kinds whose changes can give a canary a new revision or change its readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,7 +80,9 @@ pub struct Caches {
     pub config_maps: Store<ConfigMap>,
     pub secrets: Store<Secret>,
     pub hpas: Store<HorizontalPodAutoscaler>,
+    pub services: Store<Service>,
     pub virtual_services: Store<DynamicObject>,
+    pub destination_rules: Store<DynamicObject>,
     pub metric_templates: Store<MetricTemplate>,
     pub alert_providers: Store<AlertProvider>,
 }
@@ -133,22 +130,16 @@ impl Caches {
         let alert_providers =
             spawn_watch::<AlertProvider>(api(client, scope), &sink, &mut tasks, |_| None);
 
-        let resource = virtual_service_resource();
-        let vs_api: Api<DynamicObject> = match scope {
-            Scope::All => Api::all_with(client.clone(), &resource),
-            Scope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        };
-        let writer = reflector::store::Writer::new(resource);
-        let virtual_services = writer.as_reader();
-        tasks.push(tokio::spawn(drive(
-            "VirtualService",
-            watcher(vs_api, watcher::Config::default())
-                .default_backoff()
-                .modify(strip)
-                .reflect(writer),
-            sink.clone(),
-            |_| None,
-        )));
+        let services = spawn_watch::<Service>(api(client, scope), &sink, &mut tasks, |_| None);
+        let virtual_services =
+            spawn_dynamic_watch(client, scope, virtual_service_resource(), &sink, &mut tasks);
+        let destination_rules = spawn_dynamic_watch(
+            client,
+            scope,
+            destination_rule_resource(),
+            &sink,
+            &mut tasks,
+        );
 
         (
             Caches {
@@ -157,7 +148,9 @@ impl Caches {
                 config_maps,
                 secrets,
                 hpas,
+                services,
                 virtual_services,
+                destination_rules,
                 metric_templates,
                 alert_providers,
             },
@@ -173,6 +166,7 @@ impl Caches {
         self.config_maps.wait_until_ready().await?;
         self.secrets.wait_until_ready().await?;
         self.hpas.wait_until_ready().await?;
+        self.services.wait_until_ready().await?;
         self.metric_templates.wait_until_ready().await?;
         self.alert_providers.wait_until_ready().await?;
         Ok(())
@@ -239,6 +233,28 @@ where
         }
     }
     debug!(msg = "watch ended", kind);
+}
+
+/// A watch of Istio objects (dynamic types; the CRDs may be missing, then it only retries).
+fn spawn_dynamic_watch(
+    client: &Client,
+    scope: &Scope,
+    resource: ApiResource,
+    sink: &Arc<dyn CacheSink>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Store<DynamicObject> {
+    let api: Api<DynamicObject> = match scope {
+        Scope::All => Api::all_with(client.clone(), &resource),
+        Scope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+    };
+    let writer = reflector::store::Writer::new(resource);
+    let store = writer.as_reader();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer);
+    tasks.push(tokio::spawn(drive("istio", stream, sink.clone(), |_| None)));
+    store
 }
 
 fn canary_event(event: &watcher::Event<Canary>) -> Option<CacheEvent> {

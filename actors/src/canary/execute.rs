@@ -98,7 +98,7 @@ pub async fn execute(
     done
 }
 
-fn need_ref<'a>(t: &'a Target<'_>) -> Result<Arc<CanaryRef>, String> {
+fn need_ref(t: &Target<'_>) -> Result<Arc<CanaryRef>, String> {
     t.canary_ref
         .cloned()
         .ok_or_else(|| format!("canary {} has no readable target", t.key))

@@ -369,79 +369,6 @@ pub fn observe_primary(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-    use serde_json::json;
-
-    fn pod(v: serde_json::Value) -> PodSpec {
-        serde_json::from_value(v).unwrap()
-    }
-
-    #[test]
-    fn config_refs_cover_volumes_projected_env_and_init_containers() {
-        let p = pod(json!({
-            "volumes": [
-                {"name": "a", "configMap": {"name": "cm-vol"}},
-                {"name": "b", "secret": {"secretName": "s-vol", "optional": true}},
-                {"name": "c", "projected": {"sources": [
-                    {"configMap": {"name": "cm-proj"}}, {"secret": {"name": "s-proj"}}
-                ]}}
-            ],
-            "containers": [{"name": "app",
-                "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cm-env", "key": "k"}}}],
-                "envFrom": [{"secretRef": {"name": "s-envfrom"}}]}],
-            "initContainers": [{"name": "init",
-                "env": [{"name": "Y", "valueFrom": {"secretKeyRef": {"name": "s-vol", "key": "k"}}}]}]
-        }));
-        let refs: Vec<(ConfigKind, String, bool)> = config_refs(&p)
-            .into_iter()
-            .map(|r| (r.kind, r.name, r.optional))
-            .collect();
-        assert_eq!(
-            refs,
-            vec![
-                (ConfigKind::ConfigMap, "cm-env".into(), false),
-                (ConfigKind::ConfigMap, "cm-proj".into(), false),
-                (ConfigKind::ConfigMap, "cm-vol".into(), false),
-                (ConfigKind::Secret, "s-envfrom".into(), false),
-                (ConfigKind::Secret, "s-proj".into(), false),
-                // optional in the volume, mandatory in the init container: mandatory.
-                (ConfigKind::Secret, "s-vol".into(), false),
-            ]
-        );
-    }
-
-    #[test]
-    fn deployment_view_reads_status_conditions_and_hpa() {
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": "podinfo", "namespace": "test", "generation": 3},
-            "spec": {"replicas": 2, "selector": {}, "template": {}},
-            "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2,
-                "availableReplicas": 1,
-                "conditions": [
-                    {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
-                     "lastUpdateTime": "2024-01-01T00:00:00Z"},
-                    {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
-                ]}
-        }))
-        .unwrap();
-        let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
-            "metadata": {"name": "podinfo"},
-            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "podinfo"}, "maxReplicas": 4},
-            "status": {"desiredReplicas": 4, "currentReplicas": 2}
-        }))
-        .unwrap();
-        let v = deployment_view(&d, Some(&hpa));
-        assert_eq!((v.generation, v.observed_generation, v.replicas), (3, 3, 2));
-        assert_eq!((v.updated_replicas, v.available_replicas), (2, 1));
-        assert!(v.progress_deadline_exceeded);
-        assert_eq!(v.unavailable_since, Some(Timestamp(1_704_067_200_000)));
-        assert_eq!(v.autoscaler_desired_replicas, Some(4));
-    }
-}
-
 // ------------------------------------------------------------------------------------------------
 // Gathering what `decide` asks for: hooks, metrics, metric providers (through the ports).
 // ------------------------------------------------------------------------------------------------
@@ -666,4 +593,77 @@ pub fn alert_routes(caches: &Caches, spec: &CanarySpec) -> Option<Vec<AlertRoute
         }
     }
     Some(routes)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> PodSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn config_refs_cover_volumes_projected_env_and_init_containers() {
+        let p = pod(json!({
+            "volumes": [
+                {"name": "a", "configMap": {"name": "cm-vol"}},
+                {"name": "b", "secret": {"secretName": "s-vol", "optional": true}},
+                {"name": "c", "projected": {"sources": [
+                    {"configMap": {"name": "cm-proj"}}, {"secret": {"name": "s-proj"}}
+                ]}}
+            ],
+            "containers": [{"name": "app",
+                "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cm-env", "key": "k"}}}],
+                "envFrom": [{"secretRef": {"name": "s-envfrom"}}]}],
+            "initContainers": [{"name": "init",
+                "env": [{"name": "Y", "valueFrom": {"secretKeyRef": {"name": "s-vol", "key": "k"}}}]}]
+        }));
+        let refs: Vec<(ConfigKind, String, bool)> = config_refs(&p)
+            .into_iter()
+            .map(|r| (r.kind, r.name, r.optional))
+            .collect();
+        assert_eq!(
+            refs,
+            vec![
+                (ConfigKind::ConfigMap, "cm-env".into(), false),
+                (ConfigKind::ConfigMap, "cm-proj".into(), false),
+                (ConfigKind::ConfigMap, "cm-vol".into(), false),
+                (ConfigKind::Secret, "s-envfrom".into(), false),
+                (ConfigKind::Secret, "s-proj".into(), false),
+                // optional in the volume, mandatory in the init container: mandatory.
+                (ConfigKind::Secret, "s-vol".into(), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn deployment_view_reads_status_conditions_and_hpa() {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "podinfo", "namespace": "test", "generation": 3},
+            "spec": {"replicas": 2, "selector": {}, "template": {}},
+            "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2,
+                "availableReplicas": 1,
+                "conditions": [
+                    {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+                     "lastUpdateTime": "2024-01-01T00:00:00Z"},
+                    {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+                ]}
+        }))
+        .unwrap();
+        let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+            "metadata": {"name": "podinfo"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "podinfo"}, "maxReplicas": 4},
+            "status": {"desiredReplicas": 4, "currentReplicas": 2}
+        }))
+        .unwrap();
+        let v = deployment_view(&d, Some(&hpa));
+        assert_eq!((v.generation, v.observed_generation, v.replicas), (3, 3, 2));
+        assert_eq!((v.updated_replicas, v.available_replicas), (2, 1));
+        assert!(v.progress_deadline_exceeded);
+        assert_eq!(v.unavailable_since, Some(Timestamp(1_704_067_200_000)));
+        assert_eq!(v.autoscaler_desired_replicas, Some(4));
+    }
 }
