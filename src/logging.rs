@@ -18,7 +18,15 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::cli::{LogFormat, LogLevel};
 
 /// Libraries whose chatter stays at warn unless the operator runs at trace.
-const QUIET: &[&str] = &["kube", "hyper", "hyper_util", "tower", "h2", "actix_server", "rustls"];
+const QUIET: &[&str] = &[
+    "kube",
+    "hyper",
+    "hyper_util",
+    "tower",
+    "h2",
+    "actix_server",
+    "rustls",
+];
 
 fn filter(level: LogLevel) -> EnvFilter {
     let level = match level {

@@ -6,23 +6,25 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flagger_testbed::{Config, Testbed};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use serde_json::{Value, json};
 
 /// End-to-end tests run one at a time: they share two cores with everything else, and timing
 /// assertions (detection latency) must not measure the neighbours.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 pub struct Cluster {
@@ -70,8 +72,7 @@ impl Cluster {
 
     pub async fn namespace(&self, name: &str) {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
         api.create(&PostParams::default(), &ns).await.unwrap();
     }
 
@@ -91,7 +92,10 @@ impl Cluster {
 
     pub async fn create_canary(&self, ns: &str, canary: Value) {
         canary_api(&self.client, ns)
-            .create(&PostParams::default(), &serde_json::from_value(canary).unwrap())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(canary).unwrap(),
+            )
             .await
             .unwrap();
     }
@@ -117,7 +121,13 @@ impl Cluster {
             .unwrap()
     }
 
-    pub async fn istio(&self, ns: &str, kind: &str, plural: &str, name: &str) -> Option<DynamicObject> {
+    pub async fn istio(
+        &self,
+        ns: &str,
+        kind: &str,
+        plural: &str,
+        name: &str,
+    ) -> Option<DynamicObject> {
         let ar = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("networking.istio.io", "v1beta1", kind),
             plural,
@@ -130,7 +140,9 @@ impl Cluster {
 
     /// (primary, canary) weights of the VirtualService `name`.
     pub async fn vs_weights(&self, ns: &str, name: &str) -> Option<(i64, i64)> {
-        let vs = self.istio(ns, "VirtualService", "virtualservices", name).await?;
+        let vs = self
+            .istio(ns, "VirtualService", "virtualservices", name)
+            .await?;
         let route = vs.data["spec"]["http"][0]["route"].as_array()?.clone();
         let weight_of = |suffix: &str| {
             route
@@ -170,12 +182,7 @@ impl Cluster {
         events.sort_by_key(|e| e.first_timestamp.as_ref().map(|t| t.0));
         events
             .into_iter()
-            .map(|e| {
-                (
-                    e.type_.unwrap_or_default(),
-                    e.message.unwrap_or_default(),
-                )
-            })
+            .map(|e| (e.type_.unwrap_or_default(), e.message.unwrap_or_default()))
             .collect()
     }
 
@@ -189,10 +196,8 @@ impl Cluster {
     /// `kubectl set image deployment/<name> podinfod=<image>`.
     pub async fn set_image(&self, ns: &str, name: &str, image: &str) {
         let d = self.deployment(ns, name).await.unwrap();
-        let mut containers = serde_json::to_value(
-            &d.spec.unwrap().template.spec.unwrap().containers,
-        )
-        .unwrap();
+        let mut containers =
+            serde_json::to_value(&d.spec.unwrap().template.spec.unwrap().containers).unwrap();
         containers[0]["image"] = json!(image);
         self.merge_patch_deployment(
             ns,
@@ -220,7 +225,14 @@ impl Cluster {
     }
 
     /// Waits until the canary's phase is `phase`; dumps status, events and logs on timeout.
-    pub async fn wait_phase(&self, op: &Operator, ns: &str, name: &str, phase: &str, timeout: Duration) {
+    pub async fn wait_phase(
+        &self,
+        op: &Operator,
+        ns: &str,
+        name: &str,
+        phase: &str,
+        timeout: Duration,
+    ) {
         let deadline = Instant::now() + timeout;
         loop {
             if self.phase(ns, name).await.as_deref() == Some(phase) {
@@ -253,7 +265,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -303,14 +318,19 @@ impl Operator {
             admin: "127.0.0.1:0".parse().unwrap(),
         };
         let logs = op.logs.clone();
-        op.admin = wait_for("the operator's HTTP server address", Duration::from_secs(20), || {
-            let logs = logs.clone();
-            async move {
-                logs.lock().unwrap().iter().find_map(|l| {
-                    l.json["address"].as_str().and_then(|a| a.parse().ok())
-                })
-            }
-        })
+        op.admin = wait_for(
+            "the operator's HTTP server address",
+            Duration::from_secs(20),
+            || {
+                let logs = logs.clone();
+                async move {
+                    logs.lock()
+                        .unwrap()
+                        .iter()
+                        .find_map(|l| l.json["address"].as_str().and_then(|a| a.parse().ok()))
+                }
+            },
+        )
         .await;
         op
     }
