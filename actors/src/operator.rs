@@ -197,6 +197,7 @@ async fn run_in_system(config: OperatorConfig) -> Result<(), OperatorError> {
         RouterConfig::default(),
         RouterStores {
             services: Some(caches.services.clone()),
+            deployments: Some(caches.deployments.clone()),
             virtual_services: Some(caches.virtual_services.clone()),
             destination_rules: Some(caches.destination_rules.clone()),
         },
