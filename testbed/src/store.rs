@@ -2,7 +2,7 @@
 //!
 //! CONTRACT used by `workloads/` and `mesh/` (keep these signatures; add freely):
 //!
-//! ```ignore
+//! ```text
 //! #[derive(Clone)] pub struct Store { /* Arc inside; cheap to clone */ }
 //! #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 //! pub struct ResourceId { pub group: String, pub plural: String }   // "" group = core; version-agnostic

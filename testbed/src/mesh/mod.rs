@@ -1,7 +1,7 @@
 //! Istio mesh simulation, recorded Istio series, `/metrics` and the Prometheus query API
 //! (owner: testbed-mesh helper). Entry points used by `Testbed::start`:
 //!
-//! ```ignore
+//! ```text
 //! pub struct MeshConfig { pub rps: u32, pub sample_every: Duration, pub retention: Duration }
 //! pub struct Mesh { /* cheap to clone */ }
 //! impl Mesh {
