@@ -33,7 +33,6 @@ pub struct Telemetry {
 
 struct Inner {
     registry: Registry,
-    info: IntGaugeVec,
     canary_total: IntGaugeVec,
     canary_status: IntGaugeVec,
     canary_weight: IntGaugeVec,
@@ -122,7 +121,6 @@ impl Telemetry {
         Ok(Self {
             inner: Arc::new(Inner {
                 registry,
-                info,
                 canary_total,
                 canary_status,
                 canary_weight,
@@ -225,15 +223,6 @@ impl Telemetry {
         // Encoding into a Vec cannot fail for well-formed families; an error leaves what was written.
         let _ = TextEncoder::new().encode(&self.inner.registry.gather(), &mut buf);
         String::from_utf8_lossy(&buf).into_owned()
-    }
-
-    /// Whether `flagger_info` is set, for tests of the wiring.
-    pub fn info_set(&self, version: &str, mesh_provider: &str) -> bool {
-        self.inner
-            .info
-            .get_metric_with_label_values(&[version, mesh_provider])
-            .map(|g| g.get() == 1)
-            .unwrap_or(false)
     }
 }
 
