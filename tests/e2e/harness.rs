@@ -19,6 +19,10 @@ use kube::api::{
 };
 use serde_json::{Value, json};
 
+/// Reliability invariants checked on every change of every e2e test (docs/RELIABILITY.md).
+#[path = "invariants.rs"]
+pub mod invariants;
+
 /// End-to-end tests run one at a time: they share two cores with everything else, and timing
 /// assertions (detection latency) must not measure the neighbours.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -31,6 +35,8 @@ pub struct Cluster {
     pub testbed: Testbed,
     pub client: Client,
     pub kubeconfig: tempfile::NamedTempFile,
+    /// Checks the reliability invariants on every change; fails the test on drop if one broke.
+    pub invariants: invariants::Invariants,
 }
 
 impl Cluster {
@@ -42,6 +48,7 @@ impl Cluster {
         })
         .await
         .expect("testbed starts");
+        let invariants = invariants::Invariants::start(testbed.store());
         let client = testbed.client().expect("client");
         let kubeconfig = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(kubeconfig.path(), testbed.kubeconfig_yaml()).unwrap();
@@ -49,6 +56,7 @@ impl Cluster {
             testbed,
             client,
             kubeconfig,
+            invariants,
         };
         cluster.install_crds().await;
         cluster
