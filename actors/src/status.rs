@@ -5,8 +5,10 @@
 //! leaves fields the core does not own untouched), guarded by the `resourceVersion` the tick
 //! decided from. On a 409 it re-reads the Canary: if the status there is still the one the tick
 //! decided from (only the spec or metadata moved), the same status is written once more with the
-//! fresh `resourceVersion`; otherwise nothing is written ([`StatusError::Stale`]) and the next
-//! tick decides again from the fresh status. A stale decision never overwrites a newer status.
+//! fresh `resourceVersion`; otherwise nothing is written ([`StatusError::Stale`], carrying the
+//! object as re-read) and the CanaryActor decides again from it at once. A stale decision never
+//! overwrites a newer status. A conflict is ordinary concurrency, not a failure of the rollout:
+//! it is logged at debug level and never becomes a Kubernetes event.
 
 use actix::{Actor, Context, Handler, ResponseFuture};
 use flagger_rollout::{CanaryStatus, EventType};
@@ -23,9 +25,13 @@ use crate::crd::convert::status_merge_patch;
 /// Failure to persist a status.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    /// Someone else wrote the status since this tick read it; nothing was written.
-    #[error("status of canary {0} changed concurrently; deciding again on the next tick")]
-    Stale(String),
+    /// Someone else changed the object since this tick read it; nothing was written. `fresh` is
+    /// the object as re-read after the conflict, when it was.
+    #[error("canary {name} changed concurrently; deciding again from the fresh object")]
+    Stale {
+        name: String,
+        fresh: Option<Box<Canary>>,
+    },
     #[error("writing status of canary {name}: {source}")]
     Api {
         name: String,
@@ -38,7 +44,7 @@ impl StatusError {
     /// Short label for metrics and logs.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Self::Stale(_) => "stale",
+            Self::Stale { .. } => "stale",
             Self::Api { .. } => "api",
         }
     }
@@ -79,12 +85,24 @@ pub async fn write_status(
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let fresh = api.get_status(&name).await.map_err(api_error)?;
             if fresh.status != canary.status {
-                return Err(StatusError::Stale(format!("{name}.{namespace}")));
+                return Err(StatusError::Stale {
+                    name: format!("{name}.{namespace}"),
+                    fresh: Some(Box::new(fresh)),
+                });
             }
             let patch = guarded_patch(status, fresh.resource_version());
-            api.patch_status(&name, &params, &Patch::Merge(&patch))
+            match api
+                .patch_status(&name, &params, &Patch::Merge(&patch))
                 .await
-                .map_err(api_error)
+            {
+                Ok(written) => Ok(written),
+                // Changed once more in between: decide again (the watch brings the object).
+                Err(kube::Error::Api(e)) if e.code == 409 => Err(StatusError::Stale {
+                    name: format!("{name}.{namespace}"),
+                    fresh: None,
+                }),
+                Err(e) => Err(api_error(e)),
+            }
         }
         Err(e) => Err(api_error(e)),
     }
@@ -125,7 +143,10 @@ pub async fn set_finalizer(
         Ok(_) => Ok(()),
         // Deleted meanwhile, or changed meanwhile (the next tick sees the fresh object).
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 || e.code == 422 => {
-            Err(StatusError::Stale(format!("{name}.{namespace}")))
+            Err(StatusError::Stale {
+                name: format!("{name}.{namespace}"),
+                fresh: None,
+            })
         }
         Err(source) => Err(StatusError::Api {
             name: format!("{name}.{namespace}"),

@@ -1,6 +1,10 @@
 //! The operator's own Prometheus metrics (`flagger_*`), with upstream's names, types and labels so
 //! existing dashboards and the seed's alert (`flagger_canary_status > 1`) work unchanged.
 //!
+//! `flagger_canary_status` is 0 while progressing, 2 after a rollback (phase Failed) and 1 for
+//! every other phase. A canary whose spec is invalid (or that shares its target with another)
+//! reports 1, idle: nothing of it rolls out, and `> 1` alerts are about failed rollouts.
+//!
 //! One [`Telemetry`] per process, cheap to clone, handed to every actor. Series of a deleted canary
 //! are removed with [`Telemetry::forget_canary`] so `/metrics` does not grow without bound.
 
@@ -11,7 +15,8 @@ use prometheus::{
 use std::sync::Arc;
 
 /// What `flagger_canary_status` reports for a phase: 0 while progressing, 2 when failed, 1 for
-/// everything else (initialized, waiting, promoting, succeeded, ...), as upstream.
+/// everything else (initialized, waiting, promoting, succeeded, ...), as upstream; an invalid
+/// spec is `Settled` too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusGauge {
     Progressing = 0,

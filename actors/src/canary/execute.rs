@@ -3,6 +3,9 @@
 //! Contract (flagger-rollout `action` module):
 //! - actions run in order; the first one that fails emits a Warning event with its error and ends
 //!   the sequence (nothing after it runs, the status is not written);
+//! - a conflict on a guarded write of the Canary (status, finalizer: someone changed the object
+//!   since the tick read it) also ends the sequence, but quietly: a debug log, no event; the
+//!   caller decides again from the fresh object ([`Executed::conflict`]);
 //! - `Event` and `Notify` never fail the sequence; every event is logged (`msg`, in the canary's
 //!   span), recorded on the Canary and forwarded to the event webhooks;
 //! - `RunHooks` (post-rollout) emits `Post-rollout check <hook> passed` / `Post-rollout hook
@@ -13,7 +16,7 @@
 use std::sync::Arc;
 
 use flagger_rollout::{Action, CanarySpec, Decision, EventType, HookResult, Phase};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cache::Caches;
 use crate::canary::gather::{alert_routes, run_hooks};
@@ -25,6 +28,35 @@ use crate::messages::{
     RecordEvent, RevertTarget, Scale, SetFinalizer, SetRoutes, WriteCanaryStatus,
 };
 use crate::ports::Ports;
+use crate::status::StatusError;
+
+/// The Canary changed concurrently: nothing more was executed and the status was not written.
+#[derive(Debug)]
+pub struct Conflict {
+    /// The object as re-read after the conflict, when the writer read it.
+    pub fresh: Option<Canary>,
+}
+
+/// Why an action ended the sequence.
+enum Stop {
+    Failed(String),
+    Conflict(Option<Box<Canary>>),
+}
+
+impl From<String> for Stop {
+    fn from(error: String) -> Self {
+        Stop::Failed(error)
+    }
+}
+
+impl From<StatusError> for Stop {
+    fn from(error: StatusError) -> Self {
+        match error {
+            StatusError::Stale { fresh, .. } => Stop::Conflict(fresh),
+            other => Stop::Failed(other.to_string()),
+        }
+    }
+}
 
 /// What executing a decision did.
 #[derive(Debug, Default)]
@@ -33,6 +65,8 @@ pub struct Executed {
     pub written: Option<Canary>,
     /// The error of the action that stopped the sequence.
     pub failed: Option<String>,
+    /// A guarded write of the Canary conflicted (not a failure: decide again, quietly).
+    pub conflict: Option<Conflict>,
     /// The target or primary Deployment was written (scale, promotion): the next tick reads them
     /// fresh instead of from a cache that may not have seen the write yet.
     pub wrote_workloads: bool,
@@ -89,10 +123,20 @@ pub async fn execute(
 ) -> Executed {
     let mut done = Executed::default();
     for action in &decision.actions {
-        if let Err(error) = execute_one(ports, caches, t, action, &mut done).await {
-            emit_event(ports, t, EventType::Warning, &error);
-            done.failed = Some(error);
-            break;
+        match execute_one(ports, caches, t, action, &mut done).await {
+            Ok(()) => {}
+            Err(Stop::Failed(error)) => {
+                emit_event(ports, t, EventType::Warning, &error);
+                done.failed = Some(error);
+                break;
+            }
+            Err(Stop::Conflict(fresh)) => {
+                debug!(msg = "the canary changed concurrently; deciding again", canary = %t.key);
+                done.conflict = Some(Conflict {
+                    fresh: fresh.map(|c| *c),
+                });
+                break;
+            }
         }
     }
     done
@@ -110,7 +154,7 @@ async fn execute_one(
     t: &Target<'_>,
     action: &Action,
     done: &mut Executed,
-) -> Result<(), String> {
+) -> Result<(), Stop> {
     let mailbox = |e: actix::MailboxError| format!("actor unavailable: {e}");
     match action {
         Action::EnsurePrimary => {
@@ -120,7 +164,7 @@ async fn execute_one(
                 .send(EnsurePrimary { canary })
                 .await
                 .map_err(mailbox)?
-                .map_err(|e| e.to_string())
+                .map_err(|e| Stop::Failed(e.to_string()))
         }
         Action::ReconcileRoutes => {
             let canary = need_ref(t)?;
@@ -129,7 +173,7 @@ async fn execute_one(
                 .send(ReconcileRoutes { canary })
                 .await
                 .map_err(mailbox)?
-                .map_err(|e| e.to_string())
+                .map_err(|e| Stop::Failed(e.to_string()))
         }
         Action::ScaleCanary(to) => {
             let canary = need_ref(t)?;
@@ -166,7 +210,7 @@ async fn execute_one(
                 .send(PromoteToPrimary { canary })
                 .await
                 .map_err(mailbox)?
-                .map_err(|e| e.to_string())
+                .map_err(|e| Stop::Failed(e.to_string()))
         }
         Action::RunHooks {
             hook_type,
@@ -220,7 +264,7 @@ async fn execute_one(
                 .send(RevertTarget { canary })
                 .await
                 .map_err(mailbox)?
-                .map_err(|e| e.to_string())
+                .map_err(|e| Stop::Failed(e.to_string()))
         }
         Action::RevertRoutes => {
             let canary = need_ref(t)?;
@@ -229,17 +273,16 @@ async fn execute_one(
                 .send(FinalizeRoutes { canary })
                 .await
                 .map_err(mailbox)?
-                .map_err(|e| e.to_string())
+                .map_err(|e| Stop::Failed(e.to_string()))
         }
-        Action::RemoveFinalizer => ports
+        Action::RemoveFinalizer => Ok(ports
             .set_finalizer
             .send(SetFinalizer {
                 canary: t.canary.clone(),
                 present: false,
             })
             .await
-            .map_err(mailbox)?
-            .map_err(|e| e.to_string()),
+            .map_err(mailbox)??),
         Action::WriteStatus(status) => {
             let written = ports
                 .write_status
@@ -248,8 +291,7 @@ async fn execute_one(
                     status: status.clone(),
                 })
                 .await
-                .map_err(mailbox)?
-                .map_err(|e| e.to_string())?;
+                .map_err(mailbox)??;
             done.written = Some(written);
             Ok(())
         }

@@ -17,7 +17,10 @@
 //!   starts a new one from `.status`. Other canaries are not affected.
 //! - Invalid specs (and a second Canary on a target) get one Warning event and a `Valid=False`
 //!   condition naming the field when the problem first appears, not one per tick; no object is
-//!   created or changed.
+//!   created or changed. `flagger_canary_status` reports such a canary as 1 (idle: nothing rolls
+//!   out), not 2: failed means a rollout was rolled back, which alerts page on.
+//! - A write of the Canary that conflicts (409: the object changed since the tick read it) is not
+//!   a failure: no event, a debug log, and the next tick (at once) decides from the fresh object.
 
 pub mod execute;
 pub mod gather;
@@ -166,6 +169,9 @@ impl CanaryActor {
         if let Some(written) = out.written {
             self.canary = Arc::new(written);
             self.status = status_from_crd(self.canary.status.as_ref());
+        } else if let Some(fresh) = out.fresh.filter(|f| !is_older(f, &self.canary)) {
+            self.canary = Arc::new(fresh);
+            self.status = status_from_crd(self.canary.status.as_ref());
         }
         self.fresh_reads = out.wrote_workloads;
         if out.revision.is_some() {
@@ -305,6 +311,8 @@ struct TickInput {
 
 struct TickOutput {
     written: Option<Canary>,
+    /// The object re-read after a conflicting write (nothing was written).
+    fresh: Option<Canary>,
     wrote_workloads: bool,
     revision: Option<String>,
     requeue_after: Duration,
@@ -367,6 +375,7 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
         // Nothing to do: the object goes away and the supervisor stops this actor.
         return TickOutput {
             written: None,
+            fresh: None,
             wrote_workloads: false,
             revision: None,
             requeue_after: spec.analysis.interval,
@@ -505,13 +514,17 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
         &spec.namespace,
         started.elapsed().as_secs_f64(),
     );
-    let requeue_after = if executed.failed.is_some() {
+    let requeue_after = if executed.conflict.is_some() {
+        // Decide again from the fresh object (at most every MIN_REQUEUE).
+        Duration::ZERO
+    } else if executed.failed.is_some() {
         decision.requeue_after.min(Duration::from_secs(5))
     } else {
         decision.requeue_after
     };
     TickOutput {
         written: executed.written,
+        fresh: executed.conflict.and_then(|c| c.fresh),
         wrote_workloads: executed.wrote_workloads,
         revision,
         requeue_after,
@@ -538,7 +551,7 @@ async fn invalid_tick(env: &Env, input: &TickInput, invalid: &InvalidSpec) -> Ti
         .as_ref()
         .and_then(|t| t.name.clone())
         .unwrap_or_else(|| input.key.name.clone());
-    let mut written = None;
+    let (mut written, mut fresh) = (None, None);
     for action in &decision.actions {
         match action {
             flagger_rollout::Action::Event {
@@ -569,6 +582,10 @@ async fn invalid_tick(env: &Env, input: &TickInput, invalid: &InvalidSpec) -> Ti
                     .await
                 {
                     Ok(Ok(c)) => written = Some(c),
+                    Ok(Err(crate::status::StatusError::Stale { fresh: f, .. })) => {
+                        debug!(msg = "the canary changed concurrently; deciding again");
+                        fresh = f.map(|c| *c);
+                    }
                     Ok(Err(e)) => tracing::warn!(msg = "writing status failed", error = %e),
                     Err(e) => tracing::warn!(msg = "status writer unavailable", error = %e),
                 }
@@ -576,10 +593,12 @@ async fn invalid_tick(env: &Env, input: &TickInput, invalid: &InvalidSpec) -> Ti
             _ => {}
         }
     }
+    // Nothing rolls out while the spec is invalid: idle, not failed (see the module docs).
     env.telemetry
-        .set_status(&target_name, &input.key.namespace, StatusGauge::Failed);
+        .set_status(&target_name, &input.key.namespace, StatusGauge::Settled);
     TickOutput {
         written,
+        fresh,
         wrote_workloads: false,
         revision: None,
         requeue_after: decision.requeue_after,
