@@ -403,15 +403,6 @@ pub async fn run_hooks(
     outcomes
 }
 
-/// The server of builtin metrics and inline queries: the canary's `metricsServer` or the global.
-pub fn canary_metrics_server(spec: &CanarySpec, global: &str) -> MetricsServer {
-    MetricsServer::prometheus(
-        spec.metrics_server
-            .clone()
-            .unwrap_or_else(|| global.to_owned()),
-    )
-}
-
 /// The data of a Secret as secret strings (values that are not UTF-8 are skipped).
 pub fn secret_data(
     caches: &Caches,
@@ -470,7 +461,7 @@ pub async fn run_metrics(
     spec: &CanarySpec,
     global_server: &str,
 ) -> Vec<MetricOutcome> {
-    let server = canary_metrics_server(spec, global_server);
+    let server = MetricsServer::for_canary(spec, global_server);
     let mut results: Vec<Option<MetricOutcome>> = Vec::new();
     let mut queries = Vec::new();
     for check in &spec.analysis.metrics {
@@ -546,7 +537,7 @@ pub async fn check_providers(
                     Err(e) => return ProviderCheck::Unavailable(e),
                 }
             }
-            _ => canary_metrics_server(spec, global_server),
+            _ => MetricsServer::for_canary(spec, global_server),
         };
         if !servers.contains(&server) {
             servers.push(server);

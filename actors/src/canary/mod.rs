@@ -32,8 +32,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use flagger_rollout::spec::{InvalidSpec, SpecError};
 use flagger_rollout::{
-    CanarySpec, CanaryStatus, Decision, Gather, MeshProvider, Observations, Observed, Outcome,
-    Phase, Routes, Timestamp, decide, decide_invalid, finalize,
+    BuiltinMetric, CanarySpec, CanaryStatus, Decision, Gather, MeshProvider, MetricOutcome,
+    MetricSource, MetricValue, Observations, Observed, Outcome, Phase, Routes, Timestamp, decide,
+    decide_invalid, finalize,
 };
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -460,16 +461,7 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
                         &env.settings.metrics_server,
                     )
                     .await;
-                    for r in &results {
-                        if let flagger_rollout::MetricValue::Value(v) = r.value {
-                            env.telemetry.set_metric(
-                                &spec.target_ref.name,
-                                &spec.namespace,
-                                &r.name,
-                                v,
-                            );
-                        }
-                    }
+                    record_metric_values(&env.telemetry, &spec, &results);
                     obs.metrics = Some(results);
                 }
                 Outcome::Gather(Gather::MetricProviders) => {
@@ -602,6 +594,21 @@ async fn invalid_tick(env: &Env, input: &TickInput, invalid: &InvalidSpec) -> Ti
         wrote_workloads: false,
         revision: None,
         requeue_after: decision.requeue_after,
+    }
+}
+
+/// `flagger_canary_metric_analysis`: each value as checked, except the builtin request
+/// duration, which the analysis reads in milliseconds and upstream exports in seconds.
+fn record_metric_values(telemetry: &Telemetry, spec: &CanarySpec, results: &[MetricOutcome]) {
+    for r in results {
+        let MetricValue::Value(v) = r.value else {
+            continue;
+        };
+        let is_duration = spec.analysis.metrics.iter().any(|c| {
+            c.name == r.name && c.source == MetricSource::Builtin(BuiltinMetric::RequestDuration)
+        });
+        let exported = if is_duration { v / 1000.0 } else { v };
+        telemetry.set_metric(&spec.target_ref.name, &spec.namespace, &r.name, exported);
     }
 }
 
