@@ -166,7 +166,8 @@ async fn no_data_and_provider_errors_are_distinct() {
         _ => Reply::ok(vector("42")),
     });
     let server = MetricsServer::prometheus(&prom.url);
-    let down = MetricsServer::prometheus(closed_port_url());
+    let down_url = closed_port_url();
+    let down = MetricsServer::prometheus(&down_url);
     let a = actor(MetricsConfig {
         query_timeout: Duration::from_millis(400),
         ..Default::default()
@@ -193,8 +194,11 @@ async fn no_data_and_provider_errors_are_distinct() {
     assert_eq!(r[6].result, Ok(42.0));
     let unreachable = r[7].result.as_ref().unwrap_err();
     assert!(matches!(unreachable, MetricsError::Unreachable(_)));
+    // Names the endpoint that failed (upstream: `Get "<url>": dial tcp ...`).
     assert!(
-        unreachable.to_string().starts_with("request failed: "),
+        unreachable
+            .to_string()
+            .starts_with(&format!("request failed: GET {down_url}/api/v1/query: ")),
         "{unreachable}"
     );
     for reply in &r[2..6] {

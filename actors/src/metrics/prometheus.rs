@@ -142,7 +142,15 @@ pub async fn run_query(
     let base = server.query_url()?;
     let mut get_url = base.clone();
     get_url.query_pairs_mut().append_pair("query", &query);
-    let mut request = if get_url.as_str().len() <= MAX_GET_URL_LEN {
+    let use_get = get_url.as_str().len() <= MAX_GET_URL_LEN;
+    // Transport errors name the endpoint (never its credentials or the query), as upstream's
+    // `Get "<url>": dial tcp ...` does, so an event says which server is unreachable.
+    let endpoint = format!(
+        "{} {}",
+        if use_get { "GET" } else { "POST" },
+        display_url(base.as_str())
+    );
+    let mut request = if use_get {
         client.get(get_url)
     } else {
         let body = get_url.query().unwrap_or_default().to_owned();
@@ -170,7 +178,7 @@ pub async fn run_query(
         if e.is_timeout() {
             MetricsError::Timeout(timeout)
         } else {
-            MetricsError::Unreachable(scrub(&describe_error(&e)))
+            MetricsError::Unreachable(scrub(&format!("{endpoint}: {}", describe_error(&e))))
         }
     })?;
     let status = response.status();
@@ -178,10 +186,10 @@ pub async fn run_query(
         if e.is_timeout() {
             MetricsError::Timeout(timeout)
         } else {
-            MetricsError::Unreachable(format!(
-                "error reading body: {}",
-                scrub(&describe_error(&e))
-            ))
+            MetricsError::Unreachable(scrub(&format!(
+                "{endpoint}: error reading body: {}",
+                describe_error(&e)
+            )))
         }
     })?;
     if !status.is_success() {
