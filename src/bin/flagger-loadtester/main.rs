@@ -77,6 +77,10 @@ struct Payload {
     #[serde(default)]
     namespace: String,
     #[serde(default)]
+    phase: String,
+    #[serde(default, rename = "type")]
+    hook_type: String,
+    #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -196,6 +200,14 @@ async fn run_task(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Ok(p) => p,
         Err(e) => return bad_request(e),
     };
+    let canary = format!("{}.{}", p.name, p.namespace);
+    // One line per webhook call, so an operator can see every analysis step reached the tester.
+    info!(
+        canary,
+        phase = p.phase,
+        hook_type = p.hook_type,
+        "task request received"
+    );
     let Some(meta) = p.metadata.filter(|m| !m.is_empty()) else {
         return (StatusCode::BAD_REQUEST, "metadata not found in payload").into_response();
     };
@@ -222,7 +234,6 @@ async fn run_task(State(app): State<Arc<App>>, body: Bytes) -> Response {
             return (StatusCode::BAD_REQUEST, format!("metadata.timeout: {e}")).into_response();
         }
     };
-    let canary = format!("{}.{}", p.name, p.namespace);
     if !blocking {
         if !app.runner.spawn(&canary, cmd.clone(), shell, timeout) {
             info!(canary, cmd, "command already running, not started again");
