@@ -42,12 +42,16 @@ pub struct Cluster {
 impl Cluster {
     /// A testbed whose Deployments become ready `ready_delay` after a change, with Flagger's CRDs.
     pub async fn start(ready_delay: Duration) -> Cluster {
-        let testbed = Testbed::start(Config {
+        Self::start_with(Config {
             ready_delay,
             ..Config::default()
         })
         .await
-        .expect("testbed starts");
+    }
+
+    /// A testbed with `config` (e.g. more simulated traffic), with Flagger's CRDs.
+    pub async fn start_with(config: Config) -> Cluster {
+        let testbed = Testbed::start(config).await.expect("testbed starts");
         let invariants = invariants::Invariants::start(testbed.store());
         let client = testbed.client().expect("client");
         let kubeconfig = tempfile::NamedTempFile::new().unwrap();
@@ -296,12 +300,18 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// `extra` flags are appended; without a `--metrics-server` among them the operator gets an
+    /// address where nothing listens (lifecycle tests use canaries without metrics).
     pub async fn start(cluster: &Cluster, extra: &[&str]) -> Operator {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flagger"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flagger"));
+        command
             .arg("--kubeconfig")
             .arg(cluster.kubeconfig.path())
-            .args(["--port", "0", "--listen-address", "127.0.0.1"])
-            .args(["--metrics-server", "http://127.0.0.1:9"])
+            .args(["--port", "0", "--listen-address", "127.0.0.1"]);
+        if !extra.contains(&"--metrics-server") {
+            command.args(["--metrics-server", "http://127.0.0.1:9"]);
+        }
+        let mut child = command
             .args(["--log-level", "debug"])
             .args(extra)
             .stdout(Stdio::piped())
