@@ -3,6 +3,9 @@
 //! changes what is rendered. Needs `helm` and `kubernetes-validate` (scripts/install-deps).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "e2e/prometheus.rs"]
+mod prometheus;
+
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -530,25 +533,75 @@ fn seed_webhook_address_matches_the_loadtester_service() {
     assert_eq!(svc["spec"]["ports"][0]["port"], 80);
 }
 
-#[test]
-fn grafana_dashboard_parses_and_every_query_is_valid_promql() {
-    let path = chart("grafana").join("dashboards/istio.json");
-    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+/// The dashboards as `helm template` renders them (the `-dashboards` ConfigMap, seed values),
+/// each parsed as JSON: (file name, dashboard).
+fn rendered_dashboards() -> Vec<(String, Value)> {
+    let out = render(
+        "grafana",
+        &["--set", "url=http://prometheus.istio-system:9090"],
+    );
+    let cm = documents(&out)
+        .into_iter()
+        .find(|d| {
+            d["kind"] == "ConfigMap"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-dashboards"))
+        })
+        .expect("dashboards ConfigMap");
+    cm["data"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, text)| {
+            let dash: Value = serde_json::from_str(text.as_str().unwrap())
+                .unwrap_or_else(|e| panic!("{name} is not JSON: {e}"));
+            (name.clone(), dash)
+        })
+        .collect()
+}
+
+/// Grafana substitutes variables before querying; use the values a user would pick.
+fn substitute(expr: &str) -> String {
+    expr.replace("$namespace", "test")
+        .replace("$primary", "podinfo-primary")
+        .replace("$canary", "podinfo")
+}
+
+/// What the dashboards ask Prometheus: every panel expression, and every `label_values(selector,
+/// label)` variable query as (selector, label) — Grafana runs those through the label values API.
+/// Variables substituted.
+fn dashboard_queries() -> (Vec<String>, Vec<(String, String)>) {
     let mut exprs = Vec::new();
-    for panel in dash["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().unwrap() {
-            exprs.push(target["expr"].as_str().unwrap().to_string());
+    let mut label_values = Vec::new();
+    let dashboards = rendered_dashboards();
+    assert!(
+        dashboards.iter().any(|(name, _)| name == "istio.json"),
+        "{:?}",
+        dashboards.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    for (_, dash) in &dashboards {
+        for panel in dash["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                exprs.push(substitute(target["expr"].as_str().unwrap()));
+            }
+        }
+        for var in dash["templating"]["list"].as_array().unwrap() {
+            let q = var["query"]["query"].as_str().unwrap();
+            let (selector, label) = q
+                .strip_prefix("label_values(")
+                .and_then(|s| s.strip_suffix(')'))
+                .and_then(|s| s.rsplit_once(','))
+                .unwrap_or_else(|| panic!("unexpected variable query {q}"));
+            label_values.push((substitute(selector.trim()), label.trim().to_owned()));
         }
     }
-    for var in dash["templating"]["list"].as_array().unwrap() {
-        // label_values(...) is Grafana's, not PromQL; its inner selector must parse.
-        let q = var["query"]["query"].as_str().unwrap();
-        let inner = q
-            .strip_prefix("label_values(")
-            .and_then(|s| s.rsplit_once(',').map(|(sel, _)| sel.to_string()))
-            .unwrap();
-        exprs.push(inner);
-    }
+    (exprs, label_values)
+}
+
+#[test]
+fn grafana_dashboard_parses_and_every_query_is_valid_promql() {
+    let (exprs, label_values) = dashboard_queries();
     assert!(
         exprs.len() >= 9,
         "expected RED panels for both sides plus flagger series"
@@ -565,13 +618,44 @@ fn grafana_dashboard_parses_and_every_query_is_valid_promql() {
     ] {
         assert!(joined.contains(needle), "dashboard lacks {needle}");
     }
-    for expr in exprs {
-        // Grafana substitutes variables before querying; use values a user would have.
-        let concrete = expr
-            .replace("$namespace", "test")
-            .replace("$primary", "podinfo-primary")
-            .replace("$canary", "podinfo");
-        promql_parser::parser::parse(&concrete)
-            .unwrap_or_else(|e| panic!("invalid PromQL `{concrete}`: {e}"));
+    for expr in exprs
+        .iter()
+        .chain(label_values.iter().map(|(selector, _)| selector))
+    {
+        promql_parser::parser::parse(expr)
+            .unwrap_or_else(|e| panic!("invalid PromQL `{expr}`: {e}"));
     }
+}
+
+/// Acceptance 4 of issue 5: the real Prometheus accepts every query of the rendered dashboard
+/// (instant queries for panels, the label values API for `label_values` variables).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_dashboard_queries_are_accepted_by_prometheus() {
+    let (exprs, label_values) = dashboard_queries();
+    let prometheus = prometheus::Prometheus::start(&[]).await;
+    for expr in &exprs {
+        let (status, body) = prometheus.query(expr).await;
+        assert_eq!(status, 200, "Prometheus refused `{expr}`: {body}");
+        assert_eq!(body["status"], "success", "`{expr}`: {body}");
+        assert_eq!(body["data"]["resultType"], "vector", "`{expr}`: {body}");
+    }
+    for (selector, label) in &label_values {
+        let (status, body) = prometheus
+            .get(
+                &format!("/api/v1/label/{label}/values"),
+                &[("match[]", selector.as_str())],
+            )
+            .await;
+        assert_eq!(
+            status, 200,
+            "Prometheus refused label_values({selector}, {label}): {body}"
+        );
+        assert_eq!(body["status"], "success", "{selector}: {body}");
+    }
+    // A malformed query is refused, so the assertions above can fail.
+    let (status, body) = prometheus
+        .query("histogram_quantile(0.99, sum(rate(x[1m])) by le)")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errorType"], "bad_data", "{body}");
 }
