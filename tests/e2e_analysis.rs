@@ -16,9 +16,11 @@ mod sinks;
 
 use std::time::{Duration, Instant};
 
+use flagger_actors::crd::{AlertProvider, MetricTemplate};
 use flagger_testbed::Config;
 use harness::{Cluster, Operator, canary_api, podinfo, serial};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::DeleteParams;
 use loadtester::LoadTester;
 use prometheus::Prometheus;
@@ -543,7 +545,8 @@ async fn seed_canary_promotes_then_rolls_back_on_errors() {
 }
 
 /// 2c: a canary answering in ~1 s halts with `request duration ... > 500ms` and rolls back;
-/// `flagger_canary_metric_analysis` carries the P99 in seconds.
+/// `flagger_canary_metric_analysis` carries the P99 in seconds. The canary's own
+/// `spec.metricsServer` is used instead of the (unreachable) global `--metrics-server`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_canary_halts_on_request_duration_and_rolls_back() {
     let _serial = serial().await;
@@ -551,14 +554,10 @@ async fn slow_canary_halts_on_request_duration_and_rolls_back() {
     let id = format!("podinfo.{ns}");
     let cluster = cluster_with_podinfo(ns).await;
     let tester = LoadTester::start(&[]);
-    let metrics_url = cluster.testbed.metrics_url();
-    let op = Operator::start(&cluster, &["--metrics-server", &metrics_url]).await;
-    cluster
-        .create_canary(
-            ns,
-            analysed_canary(ns, seed_metrics("5s"), json!([load_test_hook(&tester)])),
-        )
-        .await;
+    let op = Operator::start(&cluster, &["--metrics-server", "http://127.0.0.1:9"]).await;
+    let mut canary = analysed_canary(ns, seed_metrics("5s"), json!([load_test_hook(&tester)]));
+    canary["spec"]["metricsServer"] = json!(cluster.testbed.metrics_url());
+    cluster.create_canary(ns, canary).await;
     cluster
         .wait_phase(&op, ns, "podinfo", "Initialized", Duration::from_secs(20))
         .await;
@@ -579,6 +578,10 @@ async fn slow_canary_halts_on_request_duration_and_rolls_back() {
     )
     .await;
     let messages = op.messages(&id);
+    assert!(
+        messages.contains(&"all the metrics providers are available!".to_owned()),
+        "{messages:#?}"
+    );
     let halt = assert_halt_shape(
         &messages,
         &format!(r"^Halt {id} advancement request duration \d+(\.\d+)?s > 500ms$"),
@@ -865,4 +868,303 @@ async fn promotion_and_rollback_against_a_real_prometheus() {
         "real-Prometheus promotion and rollback took {:?}",
         started.elapsed()
     );
+}
+
+/// The rest of the analysis wiring through one promotion and one manual rollback: a
+/// MetricTemplate metric with variables, `pre-rollout`, `confirm-promotion`, `post-rollout` and
+/// `rollback` hooks on the load tester, per-canary AlertProviders with severity filtering (one
+/// address from a Secret), and `--event-webhook` receiving every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_gates_rollback_hook_alert_providers_and_event_webhook() {
+    let _serial = serial().await;
+    let ns = "e2e-wiring";
+    let id = format!("podinfo.{ns}");
+    let cluster = cluster_with_podinfo(ns).await;
+    let sink = Sink::start();
+    let tester = LoadTester::start(&[]);
+    let events_url = format!("{}/events", sink.url);
+    let op = Operator::start(
+        &cluster,
+        &[
+            "--metrics-server",
+            "http://127.0.0.1:9",
+            "--event-webhook",
+            &events_url,
+        ],
+    )
+    .await;
+    let metrics_url = cluster.testbed.metrics_url();
+    cluster
+        .create::<MetricTemplate>(
+            ns,
+            json!({
+                "apiVersion": "flagger.app/v1beta1",
+                "kind": "MetricTemplate",
+                "metadata": {"name": "error-percentage", "namespace": ns},
+                "spec": {
+                    "provider": {"type": "prometheus", "address": metrics_url},
+                    "query": concat!(
+                        "100 - sum(rate(istio_requests_total{reporter=\"destination\",",
+                        "destination_workload_namespace=\"{{ namespace }}\",",
+                        "destination_workload=\"{{ target }}\",",
+                        "response_code!~\"{{ variables.failure }}\"}[{{ interval }}]))\n",
+                        "/ sum(rate(istio_requests_total{reporter=\"destination\",",
+                        "destination_workload_namespace=\"{{- namespace -}}\",",
+                        "destination_workload=\"{{ target }}\"}[{{ interval }}])) * 100"
+                    )
+                }
+            }),
+        )
+        .await;
+    cluster
+        .create::<Secret>(
+            ns,
+            json!({
+                "metadata": {"name": "on-call-url", "namespace": ns},
+                "stringData": {"address": format!("{}/on-call", sink.url)}
+            }),
+        )
+        .await;
+    for (name, spec) in [
+        (
+            "on-call",
+            json!({"type": "slack", "channel": "on-call", "secretRef": {"name": "on-call-url"}}),
+        ),
+        (
+            "team",
+            json!({"type": "slack", "address": format!("{}/team", sink.url)}),
+        ),
+    ] {
+        cluster
+            .create::<AlertProvider>(
+                ns,
+                json!({
+                    "apiVersion": "flagger.app/v1beta1",
+                    "kind": "AlertProvider",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": spec
+                }),
+            )
+            .await;
+    }
+    let hook = |name: &str, hook_type: &str, path: &str| json!({"name": name, "type": hook_type, "url": format!("{}{path}", tester.url)});
+    let mut canary = analysed_canary(
+        ns,
+        json!([{
+            "name": "error-percentage",
+            "templateRef": {"name": "error-percentage"},
+            "templateVariables": {"failure": "5.*"},
+            "thresholdRange": {"max": 1},
+            "interval": "5s"
+        }]),
+        json!([
+            hook("pre", "pre-rollout", "/gate/approve"),
+            load_test_hook(&tester),
+            hook("promote", "confirm-promotion", "/gate/check"),
+            hook("post", "post-rollout", "/gate/approve"),
+            hook("rb", "rollback", "/rollback/check"),
+        ]),
+    );
+    canary["spec"]["analysis"]["alerts"] = json!([
+        {"name": "on-call", "severity": "warn", "providerRef": {"name": "on-call"}},
+        {"name": "team", "severity": "info", "providerRef": {"name": "team", "namespace": ns}}
+    ]);
+    cluster.create_canary(ns, canary).await;
+    cluster
+        .wait_phase(&op, ns, "podinfo", "Initialized", Duration::from_secs(20))
+        .await;
+    assert!(
+        op.messages(&id)
+            .contains(&"all the metrics providers are available!".to_owned()),
+        "the template's own provider is checked, not --metrics-server: {:#?}",
+        op.messages(&id)
+    );
+
+    // Promotion held at max weight by confirm-promotion, then approved.
+    roll_out(&cluster, ns, IMAGE_1, json!({})).await;
+    cluster
+        .wait_phase(
+            &op,
+            ns,
+            "podinfo",
+            "WaitingPromotion",
+            Duration::from_secs(30),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        cluster.phase(ns, "podinfo").await.as_deref(),
+        Some("WaitingPromotion")
+    );
+    assert_eq!(cluster.vs_weights(ns, "podinfo").await, Some((50, 50)));
+    assert_eq!(primary_image(&cluster, ns).await, IMAGE_0);
+    let (status, _) = tester
+        .post("/gate/open", json!({"name": "podinfo", "namespace": ns}))
+        .await;
+    assert_eq!(status, 202);
+    cluster
+        .wait_phase(&op, ns, "podinfo", "Succeeded", Duration::from_secs(30))
+        .await;
+    let promotion = op.messages(&id);
+    assert_in_order(
+        &promotion,
+        &[
+            &format!("Starting canary analysis for {id}"),
+            "Pre-rollout check pre passed",
+            &format!("Advance {id} canary weight 10"),
+            &format!("Advance {id} canary weight 50"),
+            &format!("Halt {id} advancement waiting for promotion approval promote"),
+            "Confirm-promotion check promote passed",
+            &format!("Copying {id} template spec to podinfo-primary.{ns}"),
+            // Upstream runs post-rollout hooks before recording the completion.
+            "Post-rollout check post passed",
+            &format!("Promotion completed! Scaling down {id}"),
+        ],
+    );
+    assert!(
+        promotion
+            .iter()
+            .any(|m| m == "Rollback hook rb not signaling a rollback"),
+        "{promotion:#?}"
+    );
+    assert!(
+        halts(&promotion).iter().all(|m| m
+            .starts_with("Halt advancement no values found for custom metric: ")
+            || m.contains("waiting for promotion approval")),
+        "only the first check may lack data: {promotion:#?}"
+    );
+    assert_eq!(
+        scrape(op.admin).await.value(
+            "flagger_canary_metric_analysis",
+            &[
+                ("name", "podinfo"),
+                ("namespace", ns),
+                ("metric", "error-percentage")
+            ]
+        ),
+        Some(0.0)
+    );
+
+    // The rollback hook fires once the load tester's rollback gate is opened.
+    roll_out(&cluster, ns, IMAGE_2, json!({})).await;
+    wait_for_canary_weight(&cluster, ns, 20).await;
+    let (status, _) = tester
+        .post(
+            "/rollback/open",
+            json!({"name": "podinfo", "namespace": ns}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    cluster
+        .wait_phase(&op, ns, "podinfo", "Failed", Duration::from_secs(30))
+        .await;
+    let rollback = op.messages(&id)[promotion.len()..].to_vec();
+    assert_in_order(
+        &rollback,
+        &[
+            "Rollback check rb passed",
+            &format!("Rolling back {id} manual webhook invoked"),
+            &format!("Canary failed! Scaling down {id}"),
+            "Post-rollout check post passed",
+        ],
+    );
+    assert_eq!(primary_image(&cluster, ns).await, IMAGE_1);
+    assert_eq!(cluster.vs_weights(ns, "podinfo").await, Some((100, 0)));
+
+    // Alerts: `info` gets everything, `warn` only warnings and errors.
+    let received = sink
+        .wait_until("the manual rollback alert", Duration::from_secs(15), |r| {
+            r.iter().any(|r| {
+                r.path == "/on-call"
+                    && r.body["attachments"][0]["text"] == "Rolling back manual webhook invoked"
+            })
+        })
+        .await;
+    let texts_at = |path: &str| {
+        slack_texts(
+            &received
+                .iter()
+                .filter(|r| r.path == path)
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        texts_at("/on-call"),
+        vec![
+            "Canary promotion is waiting for approval.".to_owned(),
+            "Rolling back manual webhook invoked".to_owned(),
+        ]
+    );
+    assert_eq!(
+        texts_at("/team"),
+        vec![
+            INIT_MSG.to_owned(),
+            NEW_REVISION_MSG.to_owned(),
+            "Canary promotion is waiting for approval.".to_owned(),
+            SUCCESS_MSG.to_owned(),
+            NEW_REVISION_MSG.to_owned(),
+            "Rolling back manual webhook invoked".to_owned(),
+        ]
+    );
+    let on_call = received.iter().find(|r| r.path == "/on-call").unwrap();
+    assert_eq!(on_call.body["channel"], "on-call");
+    assert_eq!(on_call.body["username"], "flagger");
+    let team = received.iter().find(|r| r.path == "/team").unwrap();
+    assert_eq!(team.body["channel"], "general");
+
+    // The event webhook got every event, with upstream's payload.
+    let events: Vec<Value> = received
+        .iter()
+        .filter(|r| r.path == "/events")
+        .map(|r| r.body.clone())
+        .collect();
+    for e in &events {
+        assert_eq!(e["name"], "podinfo", "{e}");
+        assert_eq!(e["namespace"], ns, "{e}");
+        assert_eq!(e["type"], "event", "{e}");
+        assert!(e["checksum"].as_str().is_some_and(|c| !c.is_empty()), "{e}");
+        assert!(e["phase"].as_str().is_some(), "{e}");
+        assert!(
+            matches!(
+                e["metadata"]["eventType"].as_str(),
+                Some("Normal" | "Warning")
+            ),
+            "{e}"
+        );
+        assert!(
+            e["metadata"]["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.parse::<i64>().is_ok()),
+            "{e}"
+        );
+    }
+    let forwarded: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["metadata"]["eventMessage"].as_str())
+        .collect();
+    for (_, message) in cluster.events(ns, "podinfo").await {
+        assert!(
+            forwarded.contains(&message.as_str()),
+            "event {message:?} not forwarded; forwarded: {forwarded:#?}"
+        );
+    }
+    let rolled_back = events
+        .iter()
+        .find(|e| e["metadata"]["eventMessage"] == format!("Canary failed! Scaling down {id}"))
+        .unwrap();
+    assert_eq!(rolled_back["phase"], "Failed");
+    assert_eq!(rolled_back["metadata"]["eventType"], "Warning");
+}
+
+async fn wait_for_canary_weight(cluster: &Cluster, ns: &str, at_least: i64) {
+    harness::wait_for(
+        &format!("canary weight {at_least}"),
+        Duration::from_secs(30),
+        || async move {
+            let (_, canary) = cluster.vs_weights(ns, "podinfo").await?;
+            (canary >= at_least).then_some(())
+        },
+    )
+    .await;
 }
