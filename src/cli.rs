@@ -134,6 +134,16 @@ pub struct RunArgs {
     )]
     pub no_cross_namespace_refs: bool,
 
+    /// At most this many canaries progress at once, operator-wide; the others wait in phase
+    /// Waiting ("waiting for a rollout slot") and start in the order they asked. Unset: no limit.
+    #[arg(
+        long,
+        env = "FLAGGER_MAX_CONCURRENT_CANARIES",
+        value_parser = clap::value_parser!(u32).range(1..),
+        value_name = "N"
+    )]
+    pub max_concurrent_canaries: Option<u32>,
+
     /// Name of the cluster, shown in notifications.
     #[arg(long, env = "FLAGGER_CLUSTER_NAME", value_name = "NAME")]
     pub cluster_name: Option<String>,
@@ -333,6 +343,7 @@ mod tests {
             enable_config_tracking,
             no_cross_namespace_refs,
             cluster_name,
+            max_concurrent_canaries,
             leader_election,
             notifier,
         } = run_args(&["--kubeconfig", "/tmp/kubeconfig"]);
@@ -348,6 +359,7 @@ mod tests {
         assert!(enable_config_tracking);
         assert!(!no_cross_namespace_refs);
         assert_eq!(cluster_name, None);
+        assert_eq!(max_concurrent_canaries, None, "unlimited by default");
         assert!(!leader_election.enable_leader_election);
         assert_eq!(leader_election.leader_election_namespace, "kube-system");
         assert_eq!(notifier.slack_user, "flagger");
@@ -375,6 +387,8 @@ mod tests {
             "flagger-system",
             "--cluster-name",
             "prod-eu",
+            "--max-concurrent-canaries",
+            "3",
         ]);
         assert_eq!(run.namespace, WatchScope::Namespace("test".to_owned()));
         assert_eq!(run.mesh_provider, MeshProvider::Kubernetes);
@@ -389,6 +403,18 @@ mod tests {
             "flagger-system"
         );
         assert_eq!(run.cluster_name.as_deref(), Some("prod-eu"));
+        assert_eq!(run.max_concurrent_canaries, Some(3));
+    }
+
+    #[test]
+    fn max_concurrent_canaries_must_be_a_positive_number() {
+        for bad in ["0", "-1", "many"] {
+            let flag = format!("--max-concurrent-canaries={bad}");
+            let err = Cli::try_parse_from(["flagger", flag.as_str()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--max-concurrent-canaries"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -470,6 +496,7 @@ mod tests {
             .env("FLAGGER_SELECTOR_LABELS", "app.kubernetes.io/name")
             .env("FLAGGER_ENABLE_CONFIG_TRACKING", "false")
             .env("FLAGGER_CLUSTER_NAME", "dev")
+            .env("FLAGGER_MAX_CONCURRENT_CANARIES", "5")
             .env("FLAGGER_ENABLE_LEADER_ELECTION", "true")
             .env("FLAGGER_LEADER_ELECTION_NAMESPACE", "flagger")
             .env("SLACK_URL", "https://hooks.slack.com/services/ENV")
@@ -501,6 +528,7 @@ mod tests {
         assert_eq!(run.selector_labels, ["app.kubernetes.io/name"]);
         assert!(!run.enable_config_tracking);
         assert_eq!(run.cluster_name.as_deref(), Some("dev"));
+        assert_eq!(run.max_concurrent_canaries, Some(5));
         assert!(run.leader_election.enable_leader_election);
         assert_eq!(run.leader_election.leader_election_namespace, "flagger");
         let n = &run.notifier;

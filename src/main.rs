@@ -36,6 +36,7 @@ fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         // Enforced by the analysis' reference resolution (issue 7); parsed here already.
         no_cross_namespace_refs: _,
         cluster_name,
+        max_concurrent_canaries,
         leader_election,
         notifier,
     } = args;
@@ -86,6 +87,7 @@ fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         cluster_name: cluster_name.filter(|c| !c.is_empty()),
         global_notifier,
         event_webhook,
+        max_concurrent_canaries,
     };
     run(config).context("operator")?;
     Ok(())

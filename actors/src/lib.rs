@@ -16,6 +16,7 @@ pub mod operator;
 pub mod ports;
 pub mod router;
 pub mod secret;
+pub mod slots;
 pub mod status;
 pub mod supervisor;
 pub mod telemetry;

@@ -55,9 +55,28 @@ pub struct CanaryStopped {
     pub crashed: bool,
 }
 
+/// May this canary start a run now (`--max-concurrent-canaries`)? See [`crate::slots`].
+#[derive(Debug, Message)]
+#[rtype(result = "flagger_rollout::RolloutSlot")]
+pub struct RequestRolloutSlot {
+    pub key: CanaryKey,
+}
+
+/// The canary did not start the run it was granted a slot for, or no longer waits for one.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReleaseRolloutSlot {
+    pub key: CanaryKey,
+}
+
 // ------------------------------------------------------------------------------------------------
 // CanaryActor
 // ------------------------------------------------------------------------------------------------
+
+/// A rollout slot this canary waits for became free: tick now.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct RolloutSlotFreed;
 
 /// The Canary object changed. `conflict` is set when another Canary already targets the same
 /// workload: the canary is then treated as invalid (`spec.targetRef.name`) and touches nothing.

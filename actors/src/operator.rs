@@ -50,6 +50,8 @@ pub struct OperatorConfig {
     pub cluster_name: Option<String>,
     pub global_notifier: Option<Destination>,
     pub event_webhook: Option<SecretString>,
+    /// At most this many canary runs in progress at once (None: unlimited).
+    pub max_concurrent_canaries: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +143,7 @@ async fn run_in_system(config: OperatorConfig) -> Result<(), OperatorError> {
         cluster_name,
         global_notifier,
         event_webhook,
+        max_concurrent_canaries,
     } = config;
     let version = env!("CARGO_PKG_VERSION");
     info!(
@@ -228,8 +231,10 @@ async fn run_in_system(config: OperatorConfig) -> Result<(), OperatorError> {
             metrics_server,
             selector_labels,
             config_tracking,
+            max_concurrent_canaries,
         }),
         client: Some(client),
+        slots: None,
     };
     let supervisor = CanarySupervisor::new(env).start();
     let forward = supervisor.clone();

@@ -13,9 +13,13 @@
 //! - Two Canaries on one target: the oldest (creationTimestamp, then name) owns it; the others
 //!   run in "conflict" mode (Warning event, `Valid=False` naming `spec.targetRef.name`, no object
 //!   touched) until the owner goes away.
+//! - With `--max-concurrent-canaries` it owns the [`SlotTable`]: every Canary it hears about
+//!   updates the count from `.status.phase` (seeded from the synced cache when it starts), and
+//!   canaries waiting for a slot get [`RolloutSlotFreed`] when one frees up.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use kube::ResourceExt;
@@ -25,11 +29,14 @@ use crate::cache::{DependencyKind, lookup};
 use crate::canary::gather::{ConfigKind, config_refs};
 use crate::canary::{CanaryActor, Env};
 use crate::crd::Canary;
+use crate::crd::convert::status_from_crd;
 use crate::key::CanaryKey;
 use crate::messages::{
     CanariesResynced, CanaryApplied, CanaryDeleted, CanaryStopped, DependenciesResynced,
-    DependencyChanged, Poke, SpecChanged, StopCanary,
+    DependencyChanged, Poke, ReleaseRolloutSlot, RequestRolloutSlot, RolloutSlotFreed, SpecChanged,
+    StopCanary,
 };
+use crate::slots::{RolloutSlots, SlotTable};
 
 struct Child {
     addr: Addr<CanaryActor>,
@@ -48,16 +55,40 @@ pub struct CanarySupervisor {
     next_incarnation: u64,
     /// Namespaces that had canaries, so their `flagger_canary_total` drops to 0 when emptied.
     namespaces: BTreeSet<String>,
+    /// `--max-concurrent-canaries` accounting; `None` without a limit.
+    slots: Option<SlotTable>,
 }
 
 impl CanarySupervisor {
     pub fn new(env: Env) -> Self {
+        let slots = env.settings.max_concurrent_canaries.map(SlotTable::new);
         Self {
             env,
             children: HashMap::new(),
             targets: HashMap::new(),
             next_incarnation: 0,
             namespaces: BTreeSet::new(),
+            slots,
+        }
+    }
+
+    fn phase_of(canary: &Canary) -> flagger_rollout::Phase {
+        status_from_crd(canary.status.as_ref()).phase
+    }
+
+    /// Tells the canaries a freed slot is waiting for to tick now.
+    fn wake(&self, keys: Vec<CanaryKey>) {
+        for key in keys {
+            if let Some(child) = self.children.get(&key) {
+                child.addr.do_send(RolloutSlotFreed);
+            }
+        }
+    }
+
+    fn forget_slot(&mut self, key: &CanaryKey) {
+        if let Some(slots) = &mut self.slots {
+            let wake = slots.forget(key);
+            self.wake(wake);
         }
     }
 
@@ -164,6 +195,7 @@ impl CanarySupervisor {
         };
         info!(msg = format!("Deleting {key} from cache"), canary = %key);
         child.addr.do_send(StopCanary);
+        self.forget_slot(key);
         if let Some(target) = Self::target_of(&child.canary) {
             if let Some(set) = self.targets.get_mut(&target) {
                 set.remove(key);
@@ -209,6 +241,43 @@ impl CanarySupervisor {
 
 impl Actor for CanarySupervisor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let Some(slots) = &mut self.slots else {
+            return;
+        };
+        // Runs in flight before a restart hold their slots: count them from the synced cache
+        // before any canary can ask.
+        let now = Instant::now();
+        for canary in self.env.caches.canaries.state() {
+            slots.observe(&Self::key_of(&canary), Self::phase_of(&canary), now);
+        }
+        self.env.slots = Some(RolloutSlots {
+            limit: slots.limit(),
+            request: ctx.address().recipient(),
+            release: ctx.address().recipient(),
+        });
+    }
+}
+
+impl Handler<RequestRolloutSlot> for CanarySupervisor {
+    type Result = MessageResult<RequestRolloutSlot>;
+    fn handle(&mut self, msg: RequestRolloutSlot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(match &mut self.slots {
+            Some(slots) => slots.request(&msg.key, Instant::now()),
+            None => flagger_rollout::RolloutSlot::Granted,
+        })
+    }
+}
+
+impl Handler<ReleaseRolloutSlot> for CanarySupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: ReleaseRolloutSlot, _: &mut Self::Context) {
+        if let Some(slots) = &mut self.slots {
+            let wake = slots.release(&msg.key);
+            self.wake(wake);
+        }
+    }
 }
 
 impl Handler<CanaryApplied> for CanarySupervisor {
@@ -216,6 +285,10 @@ impl Handler<CanaryApplied> for CanarySupervisor {
     fn handle(&mut self, msg: CanaryApplied, ctx: &mut Self::Context) {
         let canary = msg.0;
         let key = Self::key_of(&canary);
+        if let Some(slots) = &mut self.slots {
+            let wake = slots.observe(&key, Self::phase_of(&canary), Instant::now());
+            self.wake(wake);
+        }
         let new_target = Self::target_of(&canary);
         let old_target = self
             .children
@@ -344,10 +417,17 @@ impl Handler<CanaryStopped> for CanarySupervisor {
                 .unwrap_or_else(|| child.canary.clone());
             let conflict = child.conflict.clone();
             warn!(msg = "restarting canary actor after a panic", canary = %msg.key);
+            // The new actor asks again; its status still counts if the run had started.
+            self.forget_slot(&msg.key);
+            if let Some(slots) = &mut self.slots {
+                let wake = slots.observe(&msg.key, Self::phase_of(&canary), Instant::now());
+                self.wake(wake);
+            }
             let child = self.spawn(canary, conflict, ctx);
             self.children.insert(msg.key, child);
         } else {
             self.children.remove(&msg.key);
+            self.forget_slot(&msg.key);
             self.update_totals();
         }
     }

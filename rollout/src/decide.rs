@@ -37,7 +37,7 @@ use crate::action::{Action, EventType, Scale};
 use crate::duration::format_go_duration;
 use crate::observations::{
     HookOutcome, HookResult, MetricOutcome, MetricValue, Observations, Observed, ProviderCheck,
-    Readiness, Routes, TargetObservation,
+    Readiness, RolloutSlot, Routes, TargetObservation,
 };
 use crate::phase::Phase;
 use crate::spec::{
@@ -89,6 +89,9 @@ pub enum Gather {
     Metrics,
     /// Check that the metric providers answer; put the result in `observations.metric_providers`.
     MetricProviders,
+    /// A new run is about to start: ask for one of the `--max-concurrent-canaries` slots; put the
+    /// answer in `observations.rollout_slot` (always [`RolloutSlot::Granted`] without a limit).
+    RolloutSlot,
 }
 
 /// Result of [`decide`].
@@ -381,6 +384,14 @@ fn rule_start_run(t: &mut Tick, target: &TargetObservation) -> Step {
         }
         return Ok(());
     }
+    match t.obs.rollout_slot {
+        None => return Err(Gather::RolloutSlot),
+        Some(RolloutSlot::Granted) => {}
+        Some(RolloutSlot::Busy { in_progress, limit }) => {
+            rule_wait_for_slot(t, in_progress, limit);
+            return Ok(());
+        }
+    }
     let tid = t.spec.target_id();
     t.normal(format!("New revision detected! Scaling up {tid}"));
     t.notify_with_fields(
@@ -390,6 +401,30 @@ fn rule_start_run(t: &mut Tick, target: &TargetObservation) -> Step {
     t.act(Action::ScaleCanary(Scale::Up));
     t.begin_run(target);
     Ok(())
+}
+
+/// `--max-concurrent-canaries` runs are in progress: stay in `Waiting` (target not scaled up)
+/// with the reason in the `Promoted` condition; one event when the wait begins.
+fn rule_wait_for_slot(t: &mut Tick, in_progress: u32, limit: u32) {
+    let message = waiting_for_slot_message(in_progress, limit);
+    let already_waiting = t.prev.phase == Phase::Waiting
+        && t.prev
+            .condition(PROMOTED_CONDITION)
+            .is_some_and(|c| c.message.starts_with(WAITING_FOR_SLOT));
+    if !already_waiting {
+        let cid = t.spec.canary_id();
+        t.normal(format!("Halt {cid} advancement {message}"));
+    }
+    t.next.phase = Phase::Waiting;
+    t.promoted_message = Some(message);
+}
+
+/// Start of the `Promoted` condition's message while a canary waits for a rollout slot.
+pub const WAITING_FOR_SLOT: &str = "waiting for a rollout slot";
+
+/// `waiting for a rollout slot (N of M in progress)`.
+pub fn waiting_for_slot_message(in_progress: u32, limit: u32) -> String {
+    format!("{WAITING_FOR_SLOT} ({in_progress} of {limit} in progress)")
 }
 
 /// A change during the analysis restarts it: routes back to 100/0, counters reset.
@@ -858,6 +893,8 @@ struct Tick<'a> {
     obs: &'a Observations,
     next: CanaryStatus,
     actions: Vec<Action>,
+    /// Replaces the phase's usual `Promoted` condition message.
+    promoted_message: Option<String>,
 }
 
 impl<'a> Tick<'a> {
@@ -868,6 +905,7 @@ impl<'a> Tick<'a> {
             obs,
             next: prev.clone(),
             actions: Vec::new(),
+            promoted_message: None,
         }
     }
 
@@ -1115,6 +1153,7 @@ impl<'a> Tick<'a> {
             .conditions
             .retain(|c| c.condition_type != VALID_CONDITION);
         let (status, message) = promoted_condition(self.next.phase, self.spec.target_ref.kind);
+        let message = self.promoted_message.take().unwrap_or(message);
         set_condition(
             &mut self.next.conditions,
             PROMOTED_CONDITION,

@@ -31,6 +31,7 @@
 //!         Outcome::Decided(d) => break d,
 //!         Outcome::Gather(Gather::Metrics) => obs.metrics = Some(vec![]),
 //!         Outcome::Gather(Gather::MetricProviders) => obs.metric_providers = Some(ProviderCheck::Available),
+//!         Outcome::Gather(Gather::RolloutSlot) => obs.rollout_slot = Some(RolloutSlot::Granted),
 //!         Outcome::Gather(Gather::Hooks { hook_type, .. }) => { obs.hooks.insert(hook_type, vec![]); }
 //!     }
 //! };
@@ -58,7 +59,7 @@ pub use action::{Action, EventType, Scale};
 pub use decide::{Decision, Gather, Outcome, decide, decide_invalid, finalize};
 pub use observations::{
     HookOutcome, HookResult, MetricOutcome, MetricValue, Observations, Observed,
-    PrimaryObservation, ProviderCheck, Readiness, Routes, TargetObservation,
+    PrimaryObservation, ProviderCheck, Readiness, RolloutSlot, Routes, TargetObservation,
 };
 pub use phase::Phase;
 pub use spec::{

@@ -128,6 +128,17 @@ pub struct Observations {
     /// Availability of the metric providers the analysis uses (Prometheus `vector(1)`, template
     /// providers), when `decide` asked for it (only while initializing).
     pub metric_providers: Option<ProviderCheck>,
+    /// Whether a new run may start, when `decide` asked for it (only when a run would start).
+    pub rollout_slot: Option<RolloutSlot>,
+}
+
+/// Answer to "may a new run start now?" under `--max-concurrent-canaries`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RolloutSlot {
+    /// Start the run (no limit, or a slot is free and this canary is first in line).
+    Granted,
+    /// `in_progress` runs hold the `limit` slots (or others queued earlier): keep waiting.
+    Busy { in_progress: u32, limit: u32 },
 }
 
 /// Result of checking the metric providers.
@@ -154,6 +165,7 @@ impl Observations {
             hooks: BTreeMap::new(),
             metrics: None,
             metric_providers: None,
+            rollout_slot: None,
         }
     }
 }

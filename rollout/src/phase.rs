@@ -76,6 +76,15 @@ impl Phase {
         )
     }
 
+    /// A run has started (target scaled up) and has not ended: it holds one of the
+    /// `--max-concurrent-canaries` slots. `Waiting` does not (the target is not scaled up yet).
+    pub fn holds_rollout_slot(self) -> bool {
+        matches!(
+            self,
+            Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising
+        )
+    }
+
     /// The analysis (hooks, metrics, failed checks) is running.
     pub fn is_analysing(self) -> bool {
         matches!(self, Phase::Progressing | Phase::WaitingPromotion)

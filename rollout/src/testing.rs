@@ -10,7 +10,7 @@ use crate::action::{Action, EventType, Scale};
 use crate::decide::{Decision, Gather, Outcome, decide};
 use crate::observations::{
     HookOutcome, HookResult, MetricOutcome, MetricValue, Observations, Observed,
-    PrimaryObservation, ProviderCheck, Readiness, Routes, TargetObservation,
+    PrimaryObservation, ProviderCheck, Readiness, RolloutSlot, Routes, TargetObservation,
 };
 use crate::phase::Phase;
 use crate::spec::{
@@ -343,6 +343,8 @@ pub struct Obs {
     /// Per hook type: answer per hook name (absent = passes).
     pub hook_answers: BTreeMap<String, HookResult>,
     pub providers: ProviderCheck,
+    /// Answer to a rollout slot request (granted unless a test says otherwise).
+    pub slot: RolloutSlot,
 }
 
 impl Obs {
@@ -376,6 +378,7 @@ impl Obs {
             ],
             hook_answers: BTreeMap::new(),
             providers: ProviderCheck::Available,
+            slot: RolloutSlot::Granted,
         }
     }
 
@@ -471,6 +474,12 @@ impl Obs {
         self
     }
 
+    /// `in_progress` of `limit` rollout slots are taken by other canaries.
+    pub fn with_slots_busy(mut self, in_progress: u32, limit: u32) -> Self {
+        self.slot = RolloutSlot::Busy { in_progress, limit };
+        self
+    }
+
     pub fn with_providers(mut self, p: ProviderCheck) -> Self {
         self.providers = p;
         self
@@ -489,6 +498,7 @@ pub fn run_tick(spec: &CanarySpec, status: &CanaryStatus, obs: &Obs) -> Tick {
                 match &g {
                     Gather::Metrics => base.metrics = Some(obs.metrics.clone()),
                     Gather::MetricProviders => base.metric_providers = Some(obs.providers.clone()),
+                    Gather::RolloutSlot => base.rollout_slot = Some(obs.slot),
                     Gather::Hooks { hook_type, .. } => {
                         base.hooks
                             .insert(*hook_type, answer_hooks(spec, *hook_type, obs));
@@ -693,6 +703,14 @@ impl World {
                 self.status_writes += 1;
             }
         }
+    }
+
+    /// What was gathered for the analysis (metrics, hooks, providers), without rollout slots.
+    pub fn analysis_gathers(&self) -> Vec<&Gather> {
+        self.gathers
+            .iter()
+            .filter(|g| **g != Gather::RolloutSlot)
+            .collect()
     }
 
     pub fn phase(&self) -> Phase {

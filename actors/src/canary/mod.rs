@@ -47,8 +47,11 @@ use crate::crd::Canary;
 use crate::crd::convert::{canary_spec, status_from_crd};
 use crate::key::CanaryKey;
 use crate::kubeops::{CanaryRef, SelectorLabel};
-use crate::messages::{CanaryStopped, GetRoutes, Poke, SetFinalizer, SpecChanged, StopCanary};
+use crate::messages::{
+    CanaryStopped, GetRoutes, Poke, RolloutSlotFreed, SetFinalizer, SpecChanged, StopCanary,
+};
 use crate::ports::Ports;
+use crate::slots::{RolloutSlots, after_tick, request_slot};
 use crate::status::FINALIZER;
 use crate::telemetry::{StatusGauge, Telemetry};
 use execute::{Executed, Target, execute};
@@ -65,6 +68,8 @@ pub struct Settings {
     pub selector_labels: Vec<String>,
     /// `--enable-config-tracking`.
     pub config_tracking: bool,
+    /// `--max-concurrent-canaries` (None: unlimited).
+    pub max_concurrent_canaries: Option<u32>,
 }
 
 /// What every CanaryActor shares.
@@ -76,6 +81,8 @@ pub struct Env {
     pub settings: Arc<Settings>,
     /// For reading workloads fresh right after this canary wrote them; `None` reads the caches.
     pub client: Option<Client>,
+    /// Rollout slot accounting (set by the supervisor when there is a limit).
+    pub slots: Option<RolloutSlots>,
 }
 
 /// Delay after a failed tick that wrote nothing, so a broken dependency is not hammered.
@@ -107,6 +114,8 @@ pub struct CanaryActor {
     /// The target revision the last tick observed.
     last_revision: Option<String>,
     crashed: bool,
+    /// Waiting in the rollout slot queue.
+    queued_for_slot: bool,
 }
 
 impl CanaryActor {
@@ -135,6 +144,7 @@ impl CanaryActor {
             fresh_reads: false,
             last_revision: None,
             crashed: false,
+            queued_for_slot: false,
         }
     }
 
@@ -178,6 +188,13 @@ impl CanaryActor {
         if out.revision.is_some() {
             self.last_revision = out.revision;
         }
+        after_tick(
+            self.env.slots.as_ref(),
+            &self.key,
+            out.slot,
+            self.status.phase.holds_rollout_slot(),
+            &mut self.queued_for_slot,
+        );
         let poked = std::mem::take(&mut self.poke_pending) && self.poke_matters();
         if std::mem::take(&mut self.retick) || poked {
             self.schedule(ctx, Duration::ZERO);
@@ -235,6 +252,17 @@ impl Handler<Tick> for CanaryActor {
                 }
             },
         )))
+    }
+}
+
+impl Handler<RolloutSlotFreed> for CanaryActor {
+    type Result = ();
+    fn handle(&mut self, _: RolloutSlotFreed, ctx: &mut Self::Context) {
+        if self.running {
+            self.retick = true;
+        } else {
+            self.schedule(ctx, Duration::ZERO);
+        }
     }
 }
 
@@ -317,6 +345,8 @@ struct TickOutput {
     wrote_workloads: bool,
     revision: Option<String>,
     requeue_after: Duration,
+    /// The rollout slot answer this tick got, if it asked.
+    slot: Option<flagger_rollout::RolloutSlot>,
 }
 
 fn now() -> Timestamp {
@@ -380,6 +410,7 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
             wrote_workloads: false,
             revision: None,
             requeue_after: spec.analysis.interval,
+            slot: None,
         };
     }
 
@@ -436,6 +467,7 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
         _ => None,
     };
     let mut obs = Observations::new(now, target, primary, routes);
+    let mut slot = None;
 
     let decision = if deleting {
         finalize(&spec, &input.status, &obs)
@@ -463,6 +495,11 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
                     .await;
                     record_metric_values(&env.telemetry, &spec, &results);
                     obs.metrics = Some(results);
+                }
+                Outcome::Gather(Gather::RolloutSlot) => {
+                    let answer = request_slot(env.slots.as_ref(), &input.key).await;
+                    obs.rollout_slot = Some(answer);
+                    slot = Some(answer);
                 }
                 Outcome::Gather(Gather::MetricProviders) => {
                     obs.metric_providers = Some(
@@ -520,6 +557,7 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
         wrote_workloads: executed.wrote_workloads,
         revision,
         requeue_after,
+        slot,
     }
 }
 
@@ -594,6 +632,7 @@ async fn invalid_tick(env: &Env, input: &TickInput, invalid: &InvalidSpec) -> Ti
         wrote_workloads: false,
         revision: None,
         requeue_after: decision.requeue_after,
+        slot: None,
     }
 }
 

@@ -386,6 +386,113 @@ fn muted_gates_do_not_notify() {
     assert!(tick.notifications().is_empty());
 }
 
+// ---- rollout slots (--max-concurrent-canaries) ------------------------------------------------
+
+#[test]
+fn a_new_run_waits_for_a_rollout_slot_and_says_so_once() {
+    let busy = Obs::healthy().with_new_revision().with_slots_busy(2, 2);
+    let tick = Canary::test().decide(&busy);
+    assert!(tick.gathered.contains(&Gather::RolloutSlot));
+    assert_eq!(tick.phase(), Phase::Waiting);
+    assert_eq!(
+        tick.events(),
+        vec!["Halt podinfo.test advancement waiting for a rollout slot (2 of 2 in progress)"]
+    );
+    assert!(
+        !tick.has(&Action::ScaleCanary(Scale::Up)),
+        "the target stays at 0 replicas while waiting"
+    );
+    assert!(tick.set_weights().is_empty(), "routes untouched");
+    let cond = tick.next().condition(PROMOTED_CONDITION).unwrap();
+    assert_eq!(
+        (cond.reason.as_str(), cond.message.as_str()),
+        ("Waiting", "waiting for a rollout slot (2 of 2 in progress)")
+    );
+    assert_eq!(
+        tick.next().last_applied_spec,
+        PROMOTED,
+        "the run has not started: the new revision is not recorded yet"
+    );
+    assert!(tick.writes_status(), "the wait is visible in .status");
+
+    // Still busy: no repeated event, no status write.
+    let waiting = Canary {
+        status: tick.next().clone(),
+        ..Canary::test()
+    };
+    let again = waiting.decide(&busy.clone().at(11 * MINUTE));
+    assert_eq!(again.phase(), Phase::Waiting);
+    assert!(again.events().is_empty(), "{:?}", again.events());
+    assert!(!again.writes_status());
+
+    // A slot frees up: the run starts as usual.
+    let granted = waiting.decide(&Obs::healthy().with_new_revision().at(12 * MINUTE));
+    assert_eq!(granted.phase(), Phase::Progressing);
+    assert_eq!(
+        granted.events(),
+        vec!["New revision detected! Scaling up podinfo.test"]
+    );
+    assert!(granted.has(&Action::ScaleCanary(Scale::Up)));
+    assert_eq!(granted.next().last_applied_spec, NEW);
+    let cond = granted.next().condition(PROMOTED_CONDITION).unwrap();
+    assert_eq!(
+        cond.message,
+        "New revision detected, progressing canary analysis."
+    );
+}
+
+#[test]
+fn a_rollout_slot_is_asked_for_only_when_a_run_would_start() {
+    let cases = [
+        ("idle", Canary::test(), Obs::healthy()),
+        (
+            "analysing",
+            Canary::test().analysing(),
+            Obs::healthy().with_new_revision().with_canary_weight(10),
+        ),
+        (
+            "promoting",
+            Canary::test().analysing().with_phase(Phase::Promoting),
+            Obs::healthy().with_new_revision().with_canary_weight(50),
+        ),
+        (
+            "restart during analysis",
+            Canary::test().analysing(),
+            Obs::healthy().with_revision("rev-3").with_canary_weight(10),
+        ),
+        (
+            "confirm-rollout refuses",
+            Canary::test().with_hook("confirm-rollout", "gate"),
+            Obs::healthy()
+                .with_new_revision()
+                .with_hook_failing("gate", "Forbidden"),
+        ),
+    ];
+    for (what, canary, obs) in cases {
+        let tick = canary.decide(&obs.with_slots_busy(1, 1));
+        assert!(
+            !tick.gathered.contains(&Gather::RolloutSlot),
+            "{what}: asked for a slot"
+        );
+        assert!(
+            !tick.events().iter().any(|e| e.contains("rollout slot")),
+            "{what}: {:?}",
+            tick.events()
+        );
+    }
+}
+
+#[test]
+fn only_started_runs_hold_a_rollout_slot() {
+    for phase in Phase::ALL {
+        let expected = matches!(
+            phase,
+            Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising
+        );
+        assert_eq!(phase.holds_rollout_slot(), expected, "{phase}");
+    }
+}
+
 // ---- restart -----------------------------------------------------------------------------------
 
 #[test]
