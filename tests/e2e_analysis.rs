@@ -1149,6 +1149,25 @@ async fn templates_gates_rollback_hook_alert_providers_and_event_webhook() {
             "event {message:?} not forwarded; forwarded: {forwarded:#?}"
         );
     }
+    // Webhook and alert addresses are secrets: never in the operator's logs or events.
+    let logs = op.tail(usize::MAX);
+    let recorded: Vec<String> = cluster
+        .events(ns, "podinfo")
+        .await
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
+    for secret in [
+        events_url.clone(),
+        format!("{}/on-call", sink.url),
+        format!("{}/team", sink.url),
+    ] {
+        assert!(!logs.contains(&secret), "{secret} in the logs");
+        assert!(
+            !recorded.iter().any(|m| m.contains(&secret)),
+            "{secret} in an event"
+        );
+    }
     let rolled_back = events
         .iter()
         .find(|e| e["metadata"]["eventMessage"] == format!("Canary failed! Scaling down {id}"))
