@@ -44,7 +44,7 @@ fn fields() -> Vec<(String, String)> {
 fn notify(message: &str, severity: Severity, alerts: Option<Vec<AlertRoute>>) -> Notify {
     Notify {
         canary: key(),
-        revision: "rev-1".into(),
+        occurrence: "rev-1@1".into(),
         severity,
         message: message.into(),
         fields: fields(),
@@ -327,7 +327,7 @@ async fn the_same_message_for_the_same_revision_is_sent_once() {
         a.send(notify(waiting, Severity::Warn, None)).await.unwrap();
     }
     let mut next = notify(waiting, Severity::Warn, None);
-    next.revision = "rev-2".into();
+    next.occurrence = "rev-2@2".into();
     a.send(next).await.unwrap();
     let mut other_canary = notify(waiting, Severity::Warn, None);
     other_canary.canary = CanaryKey::new("test", "backend");

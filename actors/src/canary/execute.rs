@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use flagger_rollout::{Action, CanarySpec, Decision, EventType, HookResult, Phase};
+use flagger_rollout::{Action, CanarySpec, CanaryStatus, Decision, EventType, HookResult, Phase};
 use tracing::{debug, info, warn};
 
 use crate::cache::Caches;
@@ -84,6 +84,16 @@ pub struct Target<'a> {
     /// Phase and revision sent with event webhooks and notifications.
     pub phase: Phase,
     pub checksum: &'a str,
+    /// [`Notify::occurrence`] of this tick's notifications ([`notification_occurrence`]).
+    pub occurrence: &'a str,
+}
+
+/// The occurrence key of a tick's notifications: the revision and the status the tick started
+/// from. A tick retried after its status write failed starts from the same status (one
+/// notification); a later run of the same revision starts from a newer status (notifies again).
+pub fn notification_occurrence(checksum: &str, prev: &CanaryStatus) -> String {
+    let since = prev.last_transition_time.map_or(0, |t| t.0);
+    format!("{checksum}@{}@{since}", prev.phase)
 }
 
 /// Records one event: log line, Kubernetes event, event webhooks. Never fails.
@@ -249,7 +259,7 @@ async fn execute_one(
         } => {
             ports.notify.do_send(Notify {
                 canary: t.key.clone(),
-                revision: t.checksum.to_owned(),
+                occurrence: t.occurrence.to_owned(),
                 severity: *severity,
                 message: message.clone(),
                 fields: fields.clone(),
@@ -295,5 +305,34 @@ async fn execute_one(
             done.written = Some(written);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flagger_rollout::Timestamp;
+
+    fn status(phase: Phase, at_ms: i64) -> CanaryStatus {
+        CanaryStatus {
+            phase,
+            last_transition_time: Some(Timestamp(at_ms)),
+            ..CanaryStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_retried_transition_is_one_occurrence_a_later_release_of_the_revision_another() {
+        // v2 released, promoted; v1 released back; v2 released again: its "New revision"
+        // notification must be sent again.
+        let first = notification_occurrence("v2", &status(Phase::Initialized, 1_000));
+        let retried = notification_occurrence("v2", &status(Phase::Initialized, 1_000));
+        let again = notification_occurrence("v2", &status(Phase::Succeeded, 90_000));
+        assert_eq!(first, retried);
+        assert_ne!(first, again);
+        assert_ne!(
+            first,
+            notification_occurrence("v3", &status(Phase::Initialized, 1_000))
+        );
     }
 }

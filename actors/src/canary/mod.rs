@@ -54,7 +54,7 @@ use crate::ports::Ports;
 use crate::slots::{RolloutSlots, after_tick, request_slot};
 use crate::status::FINALIZER;
 use crate::telemetry::{StatusGauge, Telemetry};
-use execute::{Executed, Target, execute};
+use execute::{Executed, Target, execute, notification_occurrence};
 use gather::{Workloads, check_providers, observe_primary, observe_target, run_hooks, run_metrics};
 
 /// Operator-wide settings every canary uses.
@@ -521,6 +521,7 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
     let checksum = revision
         .clone()
         .unwrap_or_else(|| input.status.last_applied_spec.clone());
+    let occurrence = notification_occurrence(&checksum, &input.status);
     let target_info = Target {
         key: &input.key,
         canary: &input.canary,
@@ -528,6 +529,7 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
         canary_ref: canary_ref.as_ref(),
         phase: decision.next_state.phase,
         checksum: &checksum,
+        occurrence: &occurrence,
     };
     let executed = execute(&env.ports, &env.caches, &target_info, &decision).await;
     record_telemetry(

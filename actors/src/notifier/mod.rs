@@ -10,7 +10,8 @@
 //! - Per destination URL at most one message per [`NotifierConfig::min_interval`] (1 s); messages
 //!   wait in a bounded queue ([`NotifierConfig::queue_capacity`]); when it is full the oldest
 //!   waiting message is dropped with a log line.
-//! - The same message for the same canary revision is sent once per destination.
+//! - The same message for the same occurrence (see [`Notify::occurrence`]) is sent once per
+//!   destination, so a transition retried after a failed status write does not notify twice.
 //! - Webhook URLs, tokens and proxy URLs are [`SecretString`]s; logs and errors name a
 //!   destination only by its label (`global slack`, `alertprovider on-call.test`).
 
@@ -283,9 +284,10 @@ pub struct ChatMessage<'a> {
 #[rtype(result = "()")]
 pub struct Notify {
     pub canary: CanaryKey,
-    /// The canary revision (checksum) the message is about; identical messages of one revision
-    /// are sent once.
-    pub revision: String,
+    /// Identifies the transition the message announces: the canary revision and the status the
+    /// transition started from. Identical messages with one occurrence are sent once; the same
+    /// revision released again later is a new occurrence and notifies again.
+    pub occurrence: String,
     pub severity: Severity,
     pub message: String,
     pub fields: Vec<(String, String)>,
@@ -301,7 +303,7 @@ pub struct NotifierConfig {
     pub min_interval: Duration,
     pub queue_capacity: usize,
     pub timeout: Duration,
-    /// Remembered (destination, canary, revision, message) keys for deduplication.
+    /// Remembered (destination, canary, occurrence, message) keys for deduplication.
     pub dedupe_capacity: usize,
 }
 
@@ -362,10 +364,10 @@ impl Actor for NotifierActor {
 }
 
 impl Shared {
-    /// True the first time (destination, canary, revision, message) is seen.
+    /// True the first time (destination, canary, occurrence, message) is seen.
     fn first_time(&self, url: &str, msg: &Notify) -> bool {
         let mut h = DefaultHasher::new();
-        (url, &msg.canary, &msg.revision, &msg.message).hash(&mut h);
+        (url, &msg.canary, &msg.occurrence, &msg.message).hash(&mut h);
         let key = h.finish();
         let mut seen = self.seen.borrow_mut();
         let (set, order) = &mut *seen;
