@@ -167,8 +167,9 @@ struct Seen {
     phases: Vec<Option<String>>,
 }
 
-/// Waits for `phase`, scraping the operator's `/metrics` every 100 ms meanwhile. Panics if the
-/// canary passes through `never` once it has left the phase it had when the wait began.
+/// Waits for `phase` (for its next occurrence when the canary is in it already), scraping the
+/// operator's `/metrics` every 100 ms meanwhile. Panics if the canary passes through `never`
+/// once it has left the phase it had when the wait began.
 async fn wait_phase_watching(
     cluster: &Cluster,
     op: &Operator,
@@ -215,7 +216,9 @@ async fn wait_phase_watching(
                 op.tail(60)
             );
         }
-        if current.as_deref() == Some(phase) {
+        // Waiting for the phase the canary is in already means: for the next time it gets there.
+        if current.as_deref() == Some(phase) && (left_initial || initial.as_deref() != Some(phase))
+        {
             return seen;
         }
         if Instant::now() > deadline {
@@ -618,7 +621,9 @@ async fn slow_canary_halts_on_request_duration_and_rolls_back() {
 }
 
 /// 2e: a `confirm-rollout` gate on the load tester holds a new revision in Waiting (the canary
-/// is not even scaled up) until `/gate/open`; then the canary is promoted.
+/// is not even scaled up) until `/gate/open`; then the canary is promoted. Reverting to the old
+/// image and releasing the new one again notifies Slack for each release (a revision released a
+/// second time is a new occurrence).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirm_rollout_gate_holds_in_waiting_until_opened() {
     let _serial = serial().await;
@@ -628,23 +633,33 @@ async fn confirm_rollout_gate_holds_in_waiting_until_opened() {
     let state = tempfile::tempdir().unwrap();
     let state_file = state.path().join("gates.json");
     let tester = LoadTester::start(&["--gate-state", state_file.to_str().unwrap()]);
+    let slack = Sink::start();
     let metrics_url = cluster.testbed.metrics_url();
-    let op = Operator::start(&cluster, &["--metrics-server", &metrics_url]).await;
+    let op = Operator::start(
+        &cluster,
+        &[
+            "--metrics-server",
+            &metrics_url,
+            "--slack-url",
+            &slack.url,
+            "--slack-channel",
+            "releases",
+        ],
+    )
+    .await;
     let gate = json!({
         "name": "gate",
         "type": "confirm-rollout",
         "url": format!("{}/gate/check", tester.url)
     });
-    cluster
-        .create_canary(
-            ns,
-            analysed_canary(
-                ns,
-                seed_metrics("5s"),
-                json!([gate, load_test_hook(&tester)]),
-            ),
-        )
-        .await;
+    let mut canary = analysed_canary(
+        ns,
+        seed_metrics("5s"),
+        json!([gate, load_test_hook(&tester)]),
+    );
+    // One step to max weight: this test is about the gate and the releases, not the steps.
+    canary["spec"]["analysis"]["stepWeight"] = json!(50);
+    cluster.create_canary(ns, canary).await;
     cluster
         .wait_phase(&op, ns, "podinfo", "Initialized", Duration::from_secs(20))
         .await;
@@ -692,6 +707,39 @@ async fn confirm_rollout_gate_holds_in_waiting_until_opened() {
         ],
     );
     assert_eq!(primary_image(&cluster, ns).await, IMAGE_1);
+
+    // Revert, then release the same revision again: each release is announced.
+    for image in [IMAGE_0, IMAGE_1] {
+        roll_out(&cluster, ns, image, json!({})).await;
+        wait_phase_watching(
+            &cluster,
+            &op,
+            ns,
+            "Succeeded",
+            Some("Failed"),
+            Duration::from_secs(45),
+        )
+        .await;
+        assert_eq!(primary_image(&cluster, ns).await, image);
+    }
+    let expected = [
+        INIT_MSG,
+        "Canary is waiting for approval.",
+        NEW_REVISION_MSG,
+        SUCCESS_MSG,
+        NEW_REVISION_MSG,
+        SUCCESS_MSG,
+        NEW_REVISION_MSG,
+        SUCCESS_MSG,
+    ];
+    let received = slack
+        .wait_until("three releases", Duration::from_secs(15), |r| {
+            slack_texts(r).len() >= expected.len()
+        })
+        .await;
+    assert_eq!(slack_texts(&received), expected);
+    // The waiting alert is a warning without metadata fields.
+    assert_slack_shape(&received[1].body, &id, "good", &[]);
 }
 
 /// 2f: with the metrics server unreachable, initialization warns, every analysis tick is a
