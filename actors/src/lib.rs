@@ -5,6 +5,8 @@ pub mod cache;
 pub mod canary;
 pub mod crd;
 pub mod events;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod http;
 pub mod key;
 pub mod kubeops;

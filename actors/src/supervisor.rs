@@ -5,7 +5,9 @@
 //! - One CanaryActor per Canary object; `CanaryApplied` starts it or forwards `SpecChanged`,
 //!   `CanaryDeleted` stops it and drops its telemetry series. A CanaryActor that stopped because
 //!   its tick panicked is started again from the Canary's `.status` (its actor state is only a
-//!   cache of it).
+//!   cache of it), after a delay that doubles with each crash in a row (0.2 s, 0.4 s, … capped at
+//!   [`MAX_RESTART_DELAY`]; the count resets after a minute without a crash), so a tick that
+//!   always panics cannot spin the arbiter that the other canaries' actors share.
 //! - Index target → canaries: a Deployment change pokes the canaries whose target (or whose
 //!   `-primary`) it is; an HPA change pokes the canaries of the Deployment it scales; a ConfigMap
 //!   or Secret change pokes the canaries whose target's pod spec references it. The actor decides
@@ -19,7 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use kube::ResourceExt;
@@ -43,6 +45,23 @@ struct Child {
     canary: Arc<Canary>,
     incarnation: u64,
     conflict: Option<String>,
+    /// Panics in a row (reset after [`CRASH_RESET`] without one) and when the last one was.
+    crashes: u32,
+    last_crash: Option<Instant>,
+}
+
+/// Delay before restarting an actor after its first panic; doubled for each further one.
+const FIRST_RESTART_DELAY: Duration = Duration::from_millis(200);
+/// Longest delay before restarting a crashed actor.
+pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(5);
+/// A crash this long after the previous one counts as the first again.
+const CRASH_RESET: Duration = Duration::from_secs(60);
+
+/// Delay before the restart that follows the `crashes`-th panic in a row (1-based).
+fn restart_delay(crashes: u32) -> Duration {
+    FIRST_RESTART_DELAY
+        .saturating_mul(2u32.saturating_pow(crashes.saturating_sub(1)))
+        .min(MAX_RESTART_DELAY)
 }
 
 /// (namespace, target Deployment name)
@@ -122,6 +141,8 @@ impl CanarySupervisor {
             canary,
             incarnation,
             conflict,
+            crashes: 0,
+            last_crash: None,
         }
     }
 
@@ -412,23 +433,58 @@ impl Handler<CanaryStopped> for CanarySupervisor {
             return;
         }
         if msg.crashed {
-            // Restart from the freshest object we know: its `.status` is the durable truth.
-            let canary = lookup(&self.env.caches.canaries, &msg.key.namespace, &msg.key.name)
-                .unwrap_or_else(|| child.canary.clone());
-            let conflict = child.conflict.clone();
-            warn!(msg = "restarting canary actor after a panic", canary = %msg.key);
-            // The new actor asks again; its status still counts if the run had started.
+            // The new actor asks again for a rollout slot; its status still counts if the run
+            // had started.
+            let now = Instant::now();
+            let crashes = match child.last_crash {
+                Some(at) if now.duration_since(at) < CRASH_RESET => child.crashes + 1,
+                _ => 1,
+            };
             self.forget_slot(&msg.key);
-            if let Some(slots) = &mut self.slots {
-                let wake = slots.observe(&msg.key, Self::phase_of(&canary), Instant::now());
-                self.wake(wake);
-            }
-            let child = self.spawn(canary, conflict, ctx);
-            self.children.insert(msg.key, child);
+            let delay = restart_delay(crashes);
+            warn!(
+                msg = "restarting canary actor after a panic",
+                canary = %msg.key,
+                crashes,
+                delay_ms = delay.as_millis() as u64
+            );
+            let (key, incarnation) = (msg.key, msg.incarnation);
+            ctx.run_later(delay, move |act, ctx| {
+                let Some(child) = act.children.get(&key) else {
+                    return; // deleted meanwhile
+                };
+                if child.incarnation != incarnation {
+                    return;
+                }
+                // Restart from the freshest object we know: its `.status` is the durable truth.
+                let canary = lookup(&act.env.caches.canaries, &key.namespace, &key.name)
+                    .unwrap_or_else(|| child.canary.clone());
+                let conflict = child.conflict.clone();
+                if let Some(slots) = &mut act.slots {
+                    let wake = slots.observe(&key, Self::phase_of(&canary), Instant::now());
+                    act.wake(wake);
+                }
+                let mut fresh = act.spawn(canary, conflict, ctx);
+                fresh.crashes = crashes;
+                fresh.last_crash = Some(now);
+                act.children.insert(key, fresh);
+            });
         } else {
             self.children.remove(&msg.key);
             self.forget_slot(&msg.key);
             self.update_totals();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_delay_doubles_up_to_the_cap() {
+        let delays: Vec<u128> = (1..=8).map(|n| restart_delay(n).as_millis()).collect();
+        assert_eq!(delays, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(restart_delay(u32::MAX), MAX_RESTART_DELAY);
     }
 }

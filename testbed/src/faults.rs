@@ -1,7 +1,8 @@
 //! Fault injection and request statistics (owner: testbed-api helper).
 //!
 //! [`Faults`] decides, per API request, whether to fail it with one of the configured codes
-//! (`409`, `429` with `Retry-After`, `500`, `502`, `503`, `504`), how much latency to add, and after how
+//! (`409`, `429` with `Retry-After`, `500`, `502`, `503`, `504`), whether to answer a write with a
+//! `409 Conflict` on top of that (`conflictRate`), how much latency to add, and after how
 //! long watch streams are cut. It is shared by the HTTP server (`POST /testbed/faults`, body: a
 //! [`FaultConfig`] in camelCase JSON, plus `"compact": true` to drop the watch history) and the
 //! library (`Testbed::faults()`). Faults apply to resource requests under `/api` and `/apis` only,
@@ -31,6 +32,9 @@ pub struct FaultConfig {
     pub error_codes: Vec<u16>,
     /// Only these verbs (GET, LIST, WATCH, POST, PUT, PATCH, DELETE) fail; empty means all.
     pub verbs: Vec<String>,
+    /// Fraction of writes (POST, PUT, PATCH, DELETE) that fail with 409 Conflict, decided after
+    /// (and independently of) `error_rate`, whatever `verbs` says.
+    pub conflict_rate: f64,
     /// Added to every resource request.
     pub latency_ms: u64,
     /// Watch streams are closed after this many seconds (0 = never).
@@ -41,6 +45,8 @@ pub struct FaultConfig {
 pub enum FaultError {
     #[error("errorRate: must be between 0 and 1, got {0}")]
     ErrorRate(f64),
+    #[error("conflictRate: must be between 0 and 1, got {0}")]
+    ConflictRate(f64),
     #[error("errorCodes: {0} cannot be injected (supported: 409, 429, 500, 502, 503, 504)")]
     Code(u16),
     #[error("verbs: unknown verb {0:?} (supported: GET, LIST, WATCH, POST, PUT, PATCH, DELETE)")]
@@ -57,6 +63,9 @@ impl FaultConfig {
     pub fn validate(&self) -> Result<(), FaultError> {
         if !(0.0..=1.0).contains(&self.error_rate) {
             return Err(FaultError::ErrorRate(self.error_rate));
+        }
+        if !(0.0..=1.0).contains(&self.conflict_rate) {
+            return Err(FaultError::ConflictRate(self.conflict_rate));
         }
         if let Some(c) = self
             .error_codes
@@ -137,10 +146,19 @@ impl Faults {
     /// Whether to fail a request with this verb, and how.
     pub fn decide(&self, verb: &str) -> Option<InjectedFault> {
         let cfg = self.lock();
+        let is_write = matches!(verb, "POST" | "PUT" | "PATCH" | "DELETE");
+        let error = Self::decide_error(&cfg, verb, is_write);
+        if error.is_some() {
+            return error;
+        }
+        (is_write && cfg.conflict_rate > 0.0 && rand::rng().random_bool(cfg.conflict_rate))
+            .then_some(InjectedFault { code: 409 })
+    }
+
+    fn decide_error(cfg: &FaultConfig, verb: &str, is_write: bool) -> Option<InjectedFault> {
         if cfg.error_rate <= 0.0 || !(cfg.verbs.is_empty() || cfg.verbs.iter().any(|v| v == verb)) {
             return None;
         }
-        let is_write = matches!(verb, "POST" | "PUT" | "PATCH" | "DELETE");
         let codes: Vec<u16> = if cfg.error_codes.is_empty() {
             vec![500]
         } else {
@@ -175,6 +193,8 @@ pub struct StatsSnapshot {
     pub by_user_agent: BTreeMap<String, u64>,
     /// Requests answered with an injected error.
     pub faults_injected: u64,
+    /// Injected errors by status code (`"429"` -> count).
+    pub faults_by_code: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Default)]
@@ -196,8 +216,10 @@ impl Stats {
         *s.by_user_agent.entry(user_agent.to_string()).or_default() += 1;
     }
 
-    pub fn record_fault(&self) {
-        self.lock().faults_injected += 1;
+    pub fn record_fault(&self, code: u16) {
+        let mut s = self.lock();
+        s.faults_injected += 1;
+        *s.faults_by_code.entry(code.to_string()).or_default() += 1;
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -238,6 +260,13 @@ mod tests {
                     ..Default::default()
                 },
                 "verbs",
+            ),
+            (
+                FaultConfig {
+                    conflict_rate: -0.1,
+                    ..Default::default()
+                },
+                "conflictRate",
             ),
             (
                 FaultConfig {
@@ -283,5 +312,43 @@ mod tests {
         .unwrap();
         let hits = (0..10_000).filter(|_| f.decide("GET").is_some()).count();
         assert!((2500..3500).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn conflicts_come_on_top_of_errors_and_only_on_writes() {
+        let f = Faults::new(Store::default());
+        f.set(FaultConfig {
+            error_rate: 0.1,
+            error_codes: vec![500, 503, 429],
+            conflict_rate: 0.05,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut codes = std::collections::BTreeMap::<u16, u32>::new();
+        for _ in 0..20_000 {
+            if let Some(fault) = f.decide("PATCH") {
+                *codes.entry(fault.code).or_default() += 1;
+            }
+        }
+        let errors: u32 = [500, 503, 429]
+            .iter()
+            .map(|c| codes.get(c).copied().unwrap_or(0))
+            .sum();
+        // 10% errors; 5% of the remaining 90% conflicts.
+        assert!((1700..2300).contains(&errors), "{codes:?}");
+        let conflicts = codes.get(&409).copied().unwrap_or(0);
+        assert!((650..1150).contains(&conflicts), "{codes:?}");
+        let reads = (0..5_000)
+            .filter_map(|_| f.decide("GET"))
+            .filter(|x| x.code == 409)
+            .count();
+        assert_eq!(reads, 0, "no conflicts on reads");
+        f.set(FaultConfig {
+            conflict_rate: 1.0,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(f.decide("PUT"), Some(InjectedFault { code: 409 }));
+        assert_eq!(f.decide("LIST"), None);
     }
 }

@@ -108,6 +108,7 @@ async fn reflector_tracks_the_server_through_faults_and_compaction() {
         verbs: vec!["LIST".into(), "WATCH".into()],
         watch_close_seconds: 0.25,
         latency_ms: 0,
+        conflict_rate: 0.0,
     };
     tb.faults().set(background.clone()).unwrap();
     let marker: ConfigMap =

@@ -87,6 +87,25 @@ pub struct Env {
 
 /// Delay after a failed tick that wrote nothing, so a broken dependency is not hammered.
 const MIN_REQUEUE: Duration = Duration::from_millis(500);
+/// Longest delay before retrying a failed tick (never longer than the analysis interval).
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// When to retry after the `failures`-th failed tick in a row (an action's API call failed): a
+/// capped exponential backoff (0.5 s, 1 s, 2 s, … up to [`MAX_RETRY`] or the interval) minus a
+/// random jitter of up to 20 %, so canaries that failed together do not retry together.
+pub fn retry_delay(failures: u32, interval: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let base = MIN_REQUEUE
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
+        .min(MAX_RETRY)
+        .min(interval.max(MIN_REQUEUE));
+    // RandomState is seeded afresh for each instance: a cheap source of jitter.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let jitter = base.mul_f64((random % 1000) as f64 / 1000.0 * 0.2);
+    base - jitter
+}
 
 /// One tick, from the actor itself.
 #[derive(Debug, Message)]
@@ -116,6 +135,8 @@ pub struct CanaryActor {
     crashed: bool,
     /// Waiting in the rollout slot queue.
     queued_for_slot: bool,
+    /// Ticks in a row whose actions failed (for the retry backoff).
+    failed_ticks: u32,
 }
 
 impl CanaryActor {
@@ -145,6 +166,7 @@ impl CanaryActor {
             last_revision: None,
             crashed: false,
             queued_for_slot: false,
+            failed_ticks: 0,
         }
     }
 
@@ -196,10 +218,17 @@ impl CanaryActor {
             &mut self.queued_for_slot,
         );
         let poked = std::mem::take(&mut self.poke_pending) && self.poke_matters();
+        let next = if out.failed {
+            self.failed_ticks = self.failed_ticks.saturating_add(1);
+            retry_delay(self.failed_ticks, out.requeue_after)
+        } else {
+            self.failed_ticks = 0;
+            out.requeue_after.max(MIN_REQUEUE)
+        };
         if std::mem::take(&mut self.retick) || poked {
             self.schedule(ctx, Duration::ZERO);
         } else {
-            self.schedule(ctx, out.requeue_after.max(MIN_REQUEUE));
+            self.schedule(ctx, next);
         }
     }
 }
@@ -339,6 +368,8 @@ struct TickInput {
 }
 
 struct TickOutput {
+    /// An action failed: retry with backoff instead of waiting the interval.
+    failed: bool,
     written: Option<Canary>,
     /// The object re-read after a conflicting write (nothing was written).
     fresh: Option<Canary>,
@@ -385,6 +416,8 @@ async fn read_fresh(client: &Client, namespace: &str, name: &str) -> Option<Arc<
 }
 
 async fn run_tick(env: Env, input: TickInput) -> TickOutput {
+    #[cfg(feature = "fault-injection")]
+    crate::fault::panic_if_asked(&input.canary);
     let started = Instant::now();
     let spec = match validated(&input, &env.settings) {
         Ok(spec) => spec,
@@ -405,6 +438,7 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
     if deleting && !has_finalizer {
         // Nothing to do: the object goes away and the supervisor stops this actor.
         return TickOutput {
+            failed: false,
             written: None,
             fresh: None,
             wrote_workloads: false,
@@ -545,15 +579,15 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
         &spec.namespace,
         started.elapsed().as_secs_f64(),
     );
+    // A conflict decides again from the fresh object (at most every MIN_REQUEUE); a failure is
+    // retried with backoff (see `finish_tick`).
     let requeue_after = if executed.conflict.is_some() {
-        // Decide again from the fresh object (at most every MIN_REQUEUE).
         Duration::ZERO
-    } else if executed.failed.is_some() {
-        decision.requeue_after.min(Duration::from_secs(5))
     } else {
         decision.requeue_after
     };
     TickOutput {
+        failed: executed.failed.is_some(),
         written: executed.written,
         fresh: executed.conflict.and_then(|c| c.fresh),
         wrote_workloads: executed.wrote_workloads,
@@ -629,6 +663,7 @@ async fn invalid_tick(env: &Env, input: &TickInput, invalid: &InvalidSpec) -> Ti
     env.telemetry
         .set_status(&target_name, &input.key.namespace, StatusGauge::Settled);
     TickOutput {
+        failed: false,
         written,
         fresh,
         wrote_workloads: false,
@@ -689,5 +724,34 @@ fn record_telemetry(
             Phase::Failed => telemetry.record_failure(target, namespace, strategy),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_ticks_retry_with_capped_exponential_backoff_and_jitter() {
+        let minute = Duration::from_secs(60);
+        for (failures, base_ms) in [
+            (1, 500),
+            (2, 1000),
+            (3, 2000),
+            (4, 4000),
+            (5, 5000),
+            (30, 5000),
+        ] {
+            let base = Duration::from_millis(base_ms);
+            let delays: Vec<Duration> = (0..50).map(|_| retry_delay(failures, minute)).collect();
+            for d in &delays {
+                assert!(*d <= base && *d >= base.mul_f64(0.8), "{failures}: {d:?}");
+            }
+            let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
+            assert!(distinct.len() > 10, "jittered: {delays:?}");
+        }
+        // Never longer than the interval (but not below the minimum requeue).
+        assert!(retry_delay(10, Duration::from_secs(1)) <= Duration::from_secs(1));
+        assert!(retry_delay(10, Duration::from_millis(100)) <= MIN_REQUEUE);
     }
 }

@@ -172,7 +172,7 @@ async fn serve(st: &ApiState, req: Request) -> Result<Response, ApiError> {
         tokio::time::sleep(latency).await;
     }
     if let Some(f) = st.faults.decide(verb.stat_name()) {
-        st.stats.record_fault();
+        st.stats.record_fault(f.code);
         return Err(injected(
             f.code,
             &rid,

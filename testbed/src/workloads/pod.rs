@@ -3,7 +3,9 @@
 //! A Pod is `Pending` (containers being created, not Ready) from its start until `ready_delay`
 //! has passed, then `Running` with a loopback `podIP` and `Ready=True`. A Pod whose annotations
 //! carry `testbed.flagger.app/never-ready: "true"` runs but never becomes Ready (a failing
-//! readiness probe), which is how tests model a broken release.
+//! readiness probe), which is how tests model a broken release. The value may instead be a list
+//! of `key=value` labels (`app=podinfo-primary`): then only Pods carrying all of them stay
+//! unready, so one template can be healthy as a canary and broken once promoted to the primary.
 
 use std::time::Duration;
 
@@ -20,8 +22,20 @@ pub const NODE_NAME: &str = "testbed";
 const HOST_IP: &str = "127.0.0.1";
 
 pub fn never_ready(pod: &Value) -> bool {
-    str_at(pod, &["metadata", "annotations", NEVER_READY_ANNOTATION])
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    let Some(value) = str_at(pod, &["metadata", "annotations", NEVER_READY_ANNOTATION]) else {
+        return false;
+    };
+    if value.eq_ignore_ascii_case("true") {
+        return true;
+    }
+    let mut labels = value.split(',').map(str::trim).filter(|l| !l.is_empty());
+    let mut any = false;
+    let all = labels.all(|l| {
+        any = true;
+        l.split_once('=')
+            .is_some_and(|(k, v)| str_at(pod, &["metadata", "labels", k.trim()]) == Some(v.trim()))
+    });
+    any && all
 }
 
 /// `status.conditions[Ready] == True`.
@@ -212,6 +226,25 @@ mod tests {
             status["conditions"][2]["message"],
             "containers with unready status: [app side]"
         );
+    }
+
+    #[test]
+    fn never_ready_can_be_limited_to_pods_with_labels() {
+        let with = |value: &str, labels: Value| {
+            let mut p = pod(json!({ NEVER_READY_ANNOTATION: value }));
+            p["metadata"]["labels"] = labels;
+            never_ready(&p)
+        };
+        let primary = json!({"app": "podinfo-primary", "tier": "web"});
+        let canary = json!({"app": "podinfo", "tier": "web"});
+        assert!(with("app=podinfo-primary", primary.clone()));
+        assert!(!with("app=podinfo-primary", canary.clone()));
+        assert!(with("app=podinfo-primary, tier=web", primary.clone()));
+        assert!(!with("app=podinfo-primary,tier=db", primary.clone()));
+        assert!(with("TRUE", canary.clone()));
+        assert!(!with("false", primary.clone()));
+        assert!(!with("", primary));
+        assert!(!with("app", canary));
     }
 
     #[test]
