@@ -304,7 +304,13 @@ async fn seed_canary_promotes_then_rolls_back_on_errors() {
     let m = scrape(op.admin).await;
     let canary_labels = [("name", "podinfo"), ("namespace", ns)];
     assert_eq!(
-        m.value("flagger_info", &[("mesh_provider", "istio")]),
+        m.value(
+            "flagger_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("mesh_provider", "istio")
+            ]
+        ),
         Some(1.0),
         "{}",
         m.text
@@ -358,6 +364,13 @@ async fn seed_canary_promotes_then_rolls_back_on_errors() {
         "load tester calls {calls:?} for messages {promotion:#?}"
     );
     assert!(calls.len() >= 2, "{calls:?}");
+    // The load itself ran (`hey` against the tester's loopback address).
+    assert!(
+        tester.logged("command failed").is_empty() && !tester.logged("command finished").is_empty(),
+        "load test command: finished {:?}, failed {:?}",
+        tester.logged("command finished"),
+        tester.logged("command failed")
+    );
 
     // 2g, promotion half.
     assert!(
