@@ -1,60 +1,14 @@
 //! The `flagger-loadtester` binary over HTTP on 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+#[path = "e2e/loadtester.rs"]
+mod loadtester;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use loadtester::LoadTester as Tester;
 use serde_json::{Value, json};
-
-struct Tester {
-    child: Child,
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Tester {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flagger-loadtester"))
-            .args(["--port", "0", "--bind", "127.0.0.1"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("flagger-loadtester listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        let http = flagger_actors::http::build_client(&Default::default()).unwrap();
-        Self { child, url, http }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, String) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .timeout(Duration::from_secs(30))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
-}
-
-impl Drop for Tester {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn payload(metadata: Value) -> Value {
     json!({"name": "podinfo", "namespace": "test", "phase": "Progressing",

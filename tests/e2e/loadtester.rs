@@ -58,7 +58,8 @@ impl LoadTester {
         let r = self
             .http
             .post(format!("{}{path}", self.url))
-            .timeout(Duration::from_secs(10))
+            // Blocking commands answer when they finish (or time out).
+            .timeout(Duration::from_secs(30))
             .json(&body)
             .send()
             .await
