@@ -391,6 +391,22 @@ async fn config_map_change_is_analysed_and_promoted_to_the_primary_copy() {
     let tracked = c["status"]["trackedConfigs"]["configmap/podinfo-config"].clone();
     assert!(tracked.is_string(), "trackedConfigs: {}", c["status"]);
 
+    // Steady-state ticks (1 s) read the target, its ConfigMap and the routes from the caches:
+    // no GET, no LIST, no write.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.testbed.stats().reset();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats = cluster.testbed.stats().snapshot();
+    let requests: u64 = ["GET", "LIST", "POST", "PUT", "PATCH", "DELETE"]
+        .iter()
+        .map(|v| stats.by_verb.get(*v).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        requests, 0,
+        "steady ticks made requests: {:?}",
+        stats.by_verb_and_resource
+    );
+
     Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(cluster.client.clone(), ns)
         .patch(
             "podinfo-config",

@@ -297,6 +297,107 @@ where
     store.get(&reflector::ObjectRef::new(name).within(namespace))
 }
 
+/// Caches filled by hand, for tests of what reads them (no API server, no watch).
+#[cfg(test)]
+pub(crate) mod fake {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::sync::Mutex;
+
+    use kube::runtime::reflector::store::Writer;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// The stores of a [`Caches`] with their writers; [`FakeCaches::apply`] plays a watch event.
+    pub struct FakeCaches {
+        pub caches: Caches,
+        canaries: Mutex<Writer<Canary>>,
+        deployments: Mutex<Writer<Deployment>>,
+        config_maps: Mutex<Writer<ConfigMap>>,
+        secrets: Mutex<Writer<Secret>>,
+        hpas: Mutex<Writer<HorizontalPodAutoscaler>>,
+        // Writers of the kinds no test writes, kept alive with their stores.
+        _services: Writer<Service>,
+        _istio: [Writer<DynamicObject>; 2],
+        _metric_templates: Writer<MetricTemplate>,
+        _alert_providers: Writer<AlertProvider>,
+    }
+
+    fn put<K>(writer: &Mutex<Writer<K>>, obj: Value, delete: bool)
+    where
+        K: Resource + Clone + DeserializeOwned + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        let obj: K = serde_json::from_value(obj).expect("a valid object");
+        let event = if delete {
+            watcher::Event::Delete(obj)
+        } else {
+            watcher::Event::Apply(obj)
+        };
+        writer.lock().unwrap().apply_watcher_event(&event);
+    }
+
+    impl FakeCaches {
+        pub fn new() -> Self {
+            let canaries = Writer::default();
+            let deployments = Writer::default();
+            let config_maps = Writer::default();
+            let secrets = Writer::default();
+            let hpas = Writer::default();
+            let services = Writer::default();
+            let virtual_services = Writer::new(virtual_service_resource());
+            let destination_rules = Writer::new(destination_rule_resource());
+            let metric_templates = Writer::default();
+            let alert_providers = Writer::default();
+            let caches = Caches {
+                canaries: canaries.as_reader(),
+                deployments: deployments.as_reader(),
+                config_maps: config_maps.as_reader(),
+                secrets: secrets.as_reader(),
+                hpas: hpas.as_reader(),
+                services: services.as_reader(),
+                virtual_services: virtual_services.as_reader(),
+                destination_rules: destination_rules.as_reader(),
+                metric_templates: metric_templates.as_reader(),
+                alert_providers: alert_providers.as_reader(),
+            };
+            Self {
+                caches,
+                canaries: Mutex::new(canaries),
+                deployments: Mutex::new(deployments),
+                config_maps: Mutex::new(config_maps),
+                secrets: Mutex::new(secrets),
+                hpas: Mutex::new(hpas),
+                _services: services,
+                _istio: [virtual_services, destination_rules],
+                _metric_templates: metric_templates,
+                _alert_providers: alert_providers,
+            }
+        }
+
+        /// Stores `obj` (a Canary, Deployment, ConfigMap, Secret or HorizontalPodAutoscaler,
+        /// by its `kind`) as a watch would.
+        pub fn apply(&self, obj: Value) {
+            self.write(obj, false);
+        }
+
+        pub fn delete(&self, obj: Value) {
+            self.write(obj, true);
+        }
+
+        fn write(&self, obj: Value, delete: bool) {
+            match obj["kind"].as_str() {
+                Some("Canary") => put(&self.canaries, obj, delete),
+                Some("Deployment") => put(&self.deployments, obj, delete),
+                Some("ConfigMap") => put(&self.config_maps, obj, delete),
+                Some("Secret") => put(&self.secrets, obj, delete),
+                Some("HorizontalPodAutoscaler") => put(&self.hpas, obj, delete),
+                other => panic!("FakeCaches has no store for kind {other:?}"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -523,8 +523,9 @@ pub(crate) mod tests_support {
     use super::*;
     use flagger_rollout::{CanaryInput, MeshProvider, ObjectRefInput, ServiceInput};
 
-    pub fn spec_with(service: ServiceInput) -> CanarySpec {
-        let input = CanaryInput {
+    /// `podinfo.test` targeting Deployment `podinfo`, with `service`.
+    pub fn input_with(service: ServiceInput) -> CanaryInput {
+        CanaryInput {
             name: "podinfo".into(),
             namespace: "test".into(),
             target_ref: Some(ObjectRefInput {
@@ -534,8 +535,11 @@ pub(crate) mod tests_support {
             }),
             service: Some(service),
             ..Default::default()
-        };
-        CanarySpec::new(&input, MeshProvider::Istio).unwrap()
+        }
+    }
+
+    pub fn spec_with(service: ServiceInput) -> CanarySpec {
+        CanarySpec::new(&input_with(service), MeshProvider::Istio).unwrap()
     }
 
     pub fn canary_ref_with(spec: CanarySpec) -> CanaryRef {

@@ -28,7 +28,6 @@ use kube::ResourceExt;
 use tracing::{info, warn};
 
 use crate::cache::{DependencyKind, lookup};
-use crate::canary::gather::{ConfigKind, config_refs};
 use crate::canary::{CanaryActor, Env};
 use crate::crd::Canary;
 use crate::crd::convert::status_from_crd;
@@ -39,6 +38,7 @@ use crate::messages::{
     StopCanary,
 };
 use crate::slots::{RolloutSlots, SlotTable};
+use crate::workload::build::config_refs;
 
 struct Child {
     addr: Addr<CanaryActor>,
@@ -239,20 +239,24 @@ impl CanarySupervisor {
     }
 
     /// Canaries whose target references the ConfigMap/Secret `namespace/name`.
-    fn poke_config_users(&self, kind: ConfigKind, namespace: &str, name: &str) {
+    fn poke_config_users(&self, kind: DependencyKind, namespace: &str, name: &str) {
         for target in self.targets.keys().filter(|(ns, _)| ns == namespace) {
             let Some(d) = lookup(&self.env.caches.deployments, namespace, &target.1) else {
                 continue;
             };
-            let uses = d
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.spec.as_ref())
-                .is_some_and(|pod| {
-                    config_refs(pod)
-                        .iter()
-                        .any(|r| r.kind == kind && r.name == name)
-                });
+            let uses =
+                d.spec
+                    .as_ref()
+                    .and_then(|s| s.template.spec.as_ref())
+                    .is_some_and(|pod| {
+                        let refs = config_refs(pod);
+                        match kind {
+                            DependencyKind::ConfigMap => refs.config_maps.contains_key(name),
+                            DependencyKind::Secret => refs.secrets.contains_key(name),
+                            DependencyKind::Deployment
+                            | DependencyKind::HorizontalPodAutoscaler => false,
+                        }
+                    });
             if uses {
                 self.poke_target(target);
             }
@@ -406,10 +410,9 @@ impl Handler<DependencyChanged> for CanarySupervisor {
                     self.poke_target(&(namespace, target));
                 }
             }
-            DependencyKind::ConfigMap => {
-                self.poke_config_users(ConfigKind::ConfigMap, &namespace, &name)
+            DependencyKind::ConfigMap | DependencyKind::Secret => {
+                self.poke_config_users(kind, &namespace, &name)
             }
-            DependencyKind::Secret => self.poke_config_users(ConfigKind::Secret, &namespace, &name),
         }
     }
 }

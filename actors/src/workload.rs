@@ -1,5 +1,7 @@
 //! WorkloadActor: the `<t>-primary` Deployment, its HPA, the `-primary` copies of tracked
-//! ConfigMaps/Secrets, scaling of the target, and what a tick observes about both Deployments.
+//! ConfigMaps/Secrets and scaling of the target; and, in [`build`], the one definition of what
+//! the target tracks (config references, opt-outs, checksums) and of what a tick observes about
+//! both Deployments (revision, readiness), which the CanaryActor's cache reads use too.
 //!
 //! Contract (flagger-behavior §2.4, §2.6, §2.9, §3.2, §3.5, §3.7):
 //! - every handler is idempotent and writes nothing when the cluster already matches (compare
@@ -16,7 +18,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use flagger_rollout::readiness::{DeploymentView, deployment_readiness};
 use flagger_rollout::revision::{config_checksum, revision};
-use flagger_rollout::{Observed, PrimaryObservation, TargetObservation, Timestamp};
+use flagger_rollout::{CanarySpec, PrimaryObservation, TargetObservation, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -73,24 +75,6 @@ pub struct Scale {
 #[rtype(result = "Result<(), WorkloadError>")]
 pub struct RevertTarget {
     pub canary: Arc<CanaryRef>,
-}
-
-/// Gather what a tick needs about the target and the primary: revision (pod template + tracked
-/// config checksums), tracked configs and readiness of both. Reads the stores; no GET when they
-/// are given.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<WorkloadObservation, WorkloadError>")]
-pub struct Observe {
-    pub canary: Arc<CanaryRef>,
-    /// Clock of the tick (readiness deadlines).
-    pub now: Timestamp,
-}
-
-/// Reply of [`Observe`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkloadObservation {
-    pub target: Observed<TargetObservation>,
-    pub primary: Observed<PrimaryObservation>,
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -266,13 +250,6 @@ impl Handler<RevertTarget> for WorkloadActor {
     }
 }
 
-impl Handler<Observe> for WorkloadActor {
-    type Result = ResponseFuture<Result<WorkloadObservation, WorkloadError>>;
-    fn handle(&mut self, msg: Observe, _: &mut Self::Context) -> Self::Result {
-        self.run(move |w| async move { w.observe(&msg.canary, msg.now).await })
-    }
-}
-
 impl Workloads {
     fn deployments(&self, ns: &str) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), ns)
@@ -332,65 +309,46 @@ impl Workloads {
         Ok(self.read(self.stores.hpas.as_ref(), &api, &id).await?)
     }
 
-    /// The tracked ConfigMaps/Secrets of `target` (empty when config tracking is off).
+    /// The tracked ConfigMaps/Secrets of `target` (empty when config tracking is off): every
+    /// referenced object read (store, else GET), then chosen by [`build::tracked_configs`].
     async fn tracked(&self, c: &CanaryRef, target: &Deployment) -> Result<Tracked, WorkloadError> {
-        let mut tracked = Tracked::default();
         if !self.config.config_tracking {
-            return Ok(tracked);
+            return Ok(Tracked::default());
         }
         let ns = c.namespace();
         let Some(pod) = target.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
-            return Ok(tracked);
+            return Ok(Tracked::default());
         };
         let refs = build::config_refs(pod);
         let cm_api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
-        for (name, optional) in &refs.config_maps {
+        let mut config_maps = BTreeMap::new();
+        for name in refs.config_maps.keys() {
             let id = ObjectId::new("ConfigMap", ns, name);
-            match self
+            if let Some(cm) = self
                 .read(self.stores.config_maps.as_ref(), &cm_api, &id)
                 .await?
             {
-                Some(cm) if build::is_tracked(&cm.metadata) => {
-                    tracked.config_maps.insert(name.clone(), cm);
-                }
-                Some(_) => {}
-                None if *optional => {}
-                None => {
-                    return Err(WorkloadError::ConfigNotFound {
-                        kind: "configmap",
-                        namespace: ns.to_owned(),
-                        name: name.clone(),
-                        target: c.spec.target_ref.name.clone(),
-                    });
-                }
+                config_maps.insert(name.clone(), Arc::new(cm));
             }
         }
         let secret_api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
-        for (name, optional) in &refs.secrets {
+        let mut secrets = BTreeMap::new();
+        for name in refs.secrets.keys() {
             let id = ObjectId::new("Secret", ns, name);
-            match self
+            if let Some(s) = self
                 .read(self.stores.secrets.as_ref(), &secret_api, &id)
                 .await?
             {
-                Some(s)
-                    if build::is_tracked(&s.metadata)
-                        && build::is_tracked_secret_type(s.type_.as_deref()) =>
-                {
-                    tracked.secrets.insert(name.clone(), s);
-                }
-                Some(_) => {}
-                None if *optional => {}
-                None => {
-                    return Err(WorkloadError::ConfigNotFound {
-                        kind: "secret",
-                        namespace: ns.to_owned(),
-                        name: name.clone(),
-                        target: c.spec.target_ref.name.clone(),
-                    });
-                }
+                secrets.insert(name.clone(), Arc::new(s));
             }
         }
-        Ok(tracked)
+        build::tracked_configs(
+            &refs,
+            ns,
+            &c.spec.target_ref.name,
+            |name| config_maps.get(name).cloned(),
+            |name| secrets.get(name).cloned(),
+        )
     }
 
     /// Upserts the `-primary` copies; true when any was written.
@@ -602,77 +560,13 @@ impl Workloads {
         };
         self.patch_target_replicas(c, &target, replicas).await
     }
-
-    async fn observe(
-        &self,
-        c: &CanaryRef,
-        now: Timestamp,
-    ) -> Result<WorkloadObservation, WorkloadError> {
-        let ns = c.namespace();
-        let target = match self.target(c).await {
-            Ok(t) => Some(t),
-            Err(WorkloadError::TargetNotFound { .. }) => None,
-            Err(e) => return Err(e),
-        };
-        let target_hpa = match &c.spec.autoscaler_ref {
-            Some(a) => self.hpa(ns, &a.name).await?,
-            None => None,
-        };
-        let target_obs = match &target {
-            None => Observed::Missing,
-            Some(t) => match self.tracked(c, t).await {
-                Err(e @ WorkloadError::ConfigNotFound { .. }) => Observed::Error(e.to_string()),
-                Err(e) => return Err(e),
-                Ok(tracked) => {
-                    let checksums = tracked.checksums();
-                    let template = serde_json::to_value(t.spec.as_ref().map(|s| &s.template))
-                        .unwrap_or_default();
-                    let view = build::deployment_view(t, target_hpa.as_ref());
-                    Observed::Found(TargetObservation {
-                        revision: revision(&template, &checksums),
-                        tracked_configs: checksums,
-                        readiness: deployment_readiness(
-                            &c.spec.target_ref.name,
-                            &view,
-                            c.spec.analysis.canary_ready_threshold,
-                            c.spec.progress_deadline,
-                            now,
-                        ),
-                    })
-                }
-            },
-        };
-        let primary_obs = match self.primary(c).await? {
-            None => Observed::Missing,
-            Some(p) => {
-                let hpa = match c.spec.primary_autoscaler_name() {
-                    Some(name) => self.hpa(ns, &name).await?,
-                    None => None,
-                };
-                let view = build::deployment_view(&p, hpa.as_ref());
-                Observed::Found(PrimaryObservation {
-                    readiness: deployment_readiness(
-                        &c.spec.primary_name(),
-                        &view,
-                        c.spec.analysis.primary_ready_threshold,
-                        c.spec.progress_deadline,
-                        now,
-                    ),
-                })
-            }
-        };
-        Ok(WorkloadObservation {
-            target: target_obs,
-            primary: primary_obs,
-        })
-    }
 }
 
 /// The ConfigMaps/Secrets a target tracks, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Tracked {
-    pub config_maps: BTreeMap<String, ConfigMap>,
-    pub secrets: BTreeMap<String, Secret>,
+    pub config_maps: BTreeMap<String, Arc<ConfigMap>>,
+    pub secrets: BTreeMap<String, Arc<Secret>>,
 }
 
 impl Tracked {
@@ -713,7 +607,7 @@ impl Tracked {
     }
 }
 
-/// Pure builders of the desired objects.
+/// Pure functions: the desired objects, what the target tracks, what a tick observes.
 pub mod build {
     use super::*;
     use k8s_openapi::api::apps::v1::DeploymentSpec;
@@ -878,6 +772,49 @@ pub mod build {
             t.unwrap_or("Opaque"),
             "Opaque" | "kubernetes.io/basic-auth" | "kubernetes.io/ssh-auth" | "kubernetes.io/tls"
         )
+    }
+
+    /// The tracked ConfigMaps/Secrets among `refs`, given how to find each by name (a reflector
+    /// store, or objects read just before): opted-out objects and Secret types upstream does not
+    /// copy are skipped; a missing optional reference is ignored, a missing mandatory one is an
+    /// error naming it.
+    pub fn tracked_configs(
+        refs: &ConfigRefs,
+        namespace: &str,
+        target: &str,
+        config_map: impl Fn(&str) -> Option<Arc<ConfigMap>>,
+        secret: impl Fn(&str) -> Option<Arc<Secret>>,
+    ) -> Result<Tracked, WorkloadError> {
+        let missing = |kind: &'static str, name: &str| WorkloadError::ConfigNotFound {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            target: target.to_owned(),
+        };
+        let mut tracked = Tracked::default();
+        for (name, optional) in &refs.config_maps {
+            match config_map(name) {
+                Some(cm) if is_tracked(&cm.metadata) => {
+                    tracked.config_maps.insert(name.clone(), cm);
+                }
+                Some(_) => {}
+                None if *optional => {}
+                None => return Err(missing("configmap", name)),
+            }
+        }
+        for (name, optional) in &refs.secrets {
+            match secret(name) {
+                Some(s)
+                    if is_tracked(&s.metadata) && is_tracked_secret_type(s.type_.as_deref()) =>
+                {
+                    tracked.secrets.insert(name.clone(), s);
+                }
+                Some(_) => {}
+                None if *optional => {}
+                None => return Err(missing("secret", name)),
+            }
+        }
+        Ok(tracked)
     }
 
     fn include(key: &str, prefixes: &[String]) -> bool {
@@ -1269,7 +1206,11 @@ pub mod build {
                     && c.status == "False"
                     && c.reason.as_deref() == Some("MinimumReplicasUnavailable")
             })
-            .and_then(|c| c.last_update_time.as_ref())
+            .and_then(|c| {
+                c.last_update_time
+                    .as_ref()
+                    .or(c.last_transition_time.as_ref())
+            })
             .map(|t| Timestamp::from_unix_millis(t.0.as_millisecond()));
         DeploymentView {
             generation: d.metadata.generation.unwrap_or(0),
@@ -1284,6 +1225,60 @@ pub mod build {
                 .and_then(|h| h.status.as_ref())
                 .map(|s| s.desired_replicas)
                 .filter(|r| *r > 0),
+        }
+    }
+
+    /// The target's observation: revision over its pod template and the checksums of `tracked`,
+    /// readiness with its autoscaler's desired replicas (`hpa`, so a canary halts while it is
+    /// scaling).
+    pub fn target_observation(
+        spec: &CanarySpec,
+        target: &Deployment,
+        tracked: &Tracked,
+        hpa: Option<&HorizontalPodAutoscaler>,
+        now: Timestamp,
+    ) -> Result<TargetObservation, WorkloadError> {
+        let invalid = |problem: String| WorkloadError::InvalidTarget {
+            namespace: spec.namespace.clone(),
+            name: spec.target_ref.name.clone(),
+            problem,
+        };
+        let template = target
+            .spec
+            .as_ref()
+            .map(|s| &s.template)
+            .ok_or_else(|| invalid("spec is missing".into()))?;
+        let template =
+            serde_json::to_value(template).map_err(|e| invalid(format!("spec.template: {e}")))?;
+        let checksums = tracked.checksums();
+        Ok(TargetObservation {
+            revision: revision(&template, &checksums),
+            tracked_configs: checksums,
+            readiness: deployment_readiness(
+                &spec.target_ref.name,
+                &deployment_view(target, hpa),
+                spec.analysis.canary_ready_threshold,
+                spec.progress_deadline,
+                now,
+            ),
+        })
+    }
+
+    /// The `<t>-primary` observation; `hpa` is the `-primary` autoscaler.
+    pub fn primary_observation(
+        spec: &CanarySpec,
+        primary: &Deployment,
+        hpa: Option<&HorizontalPodAutoscaler>,
+        now: Timestamp,
+    ) -> PrimaryObservation {
+        PrimaryObservation {
+            readiness: deployment_readiness(
+                &spec.primary_name(),
+                &deployment_view(primary, hpa),
+                spec.analysis.primary_ready_threshold,
+                spec.progress_deadline,
+                now,
+            ),
         }
     }
 }
@@ -1306,10 +1301,13 @@ mod tests {
     fn config_refs_cover_volumes_projections_env_and_init_containers() {
         let p = pod(json!({
             "containers": [{"name": "a", "envFrom": [{"secretRef": {"name": "s-env"}}]}],
-            "initContainers": [{"name": "i", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cm-init", "key": "k", "optional": true}}}]}],
+            "initContainers": [{"name": "i", "env": [
+                {"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cm-init", "key": "k", "optional": true}}},
+                {"name": "Y", "valueFrom": {"secretKeyRef": {"name": "s-vol", "key": "k"}}}
+            ]}],
             "volumes": [
                 {"name": "v1", "configMap": {"name": "cm-vol"}},
-                {"name": "v2", "secret": {"secretName": "s-vol"}},
+                {"name": "v2", "secret": {"secretName": "s-vol", "optional": true}},
                 {"name": "v3", "projected": {"sources": [{"configMap": {"name": "cm-proj"}}, {"secret": {"name": "s-proj"}}]}}
             ]
         }));
@@ -1322,9 +1320,14 @@ mod tests {
                 ("cm-vol".into(), false)
             ]
         );
+        // s-vol is optional in the volume and mandatory in the init container: mandatory.
         assert_eq!(
-            refs.secrets.keys().cloned().collect::<Vec<_>>(),
-            ["s-env", "s-proj", "s-vol"]
+            refs.secrets.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("s-env".into(), false),
+                ("s-proj".into(), false),
+                ("s-vol".into(), false)
+            ]
         );
 
         let mut rewritten = p.clone();
@@ -1392,6 +1395,39 @@ mod tests {
         // Without include prefixes no target label is copied, only the selector label.
         let d = primary_deployment(&c, &target, &TrackedNames::default(), &[], "id").unwrap();
         assert_eq!(d.metadata.labels.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn deployment_view_reads_status_conditions_and_hpa() {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "podinfo", "namespace": "test", "generation": 3},
+            "spec": {"replicas": 2, "selector": {}, "template": {}},
+            "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2,
+                "availableReplicas": 1,
+                "conditions": [
+                    {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+                     "lastTransitionTime": "2024-01-01T00:00:00Z"},
+                    {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+                ]}
+        }))
+        .unwrap();
+        let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+            "metadata": {"name": "podinfo"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "podinfo"}, "maxReplicas": 4},
+            "status": {"desiredReplicas": 4, "currentReplicas": 2}
+        }))
+        .unwrap();
+        let v = deployment_view(&d, Some(&hpa));
+        assert_eq!((v.generation, v.observed_generation, v.replicas), (3, 3, 2));
+        assert_eq!((v.updated_replicas, v.available_replicas), (2, 1));
+        assert!(v.progress_deadline_exceeded);
+        // Without lastUpdateTime the transition time dates the unavailability.
+        assert_eq!(
+            v.unavailable_since,
+            Some(flagger_rollout::Timestamp(1_704_067_200_000))
+        );
+        assert_eq!(v.autoscaler_desired_replicas, Some(4));
+        assert_eq!(deployment_view(&d, None).autoscaler_desired_replicas, None);
     }
 
     #[test]

@@ -1,31 +1,27 @@
 //! Gathering a tick's observations from the reflector caches (no API calls).
 //!
 //! Contract:
-//! - [`observe_target`] computes the target's revision with [`flagger_rollout::revision::revision`]
-//!   over its pod template and, with config tracking on, the checksums of the ConfigMaps and
-//!   Secrets it references (volumes, projected sources, `env[].valueFrom`, `envFrom`, in
-//!   containers and init containers), skipping objects annotated
-//!   `flagger.app/config-tracking: disabled` and Secrets of types upstream does not track. A
-//!   missing mandatory reference is an error; a missing optional one is ignored.
-//! - Readiness comes from [`flagger_rollout::readiness::deployment_readiness`], with the HPA's
-//!   desired replicas so a canary halts while its autoscaler is scaling.
+//! - [`observe_target`] reads the target's tracked ConfigMaps/Secrets from the caches and
+//!   observes it with [`build::target_observation`]: the revision over its pod template and,
+//!   with config tracking on, the checksums of what [`build::tracked_configs`] tracks (the
+//!   references [`build::config_refs`] finds, the same the WorkloadActor copies to `-primary`).
+//!   A missing mandatory reference is an error; a missing optional one is ignored.
+//! - Readiness comes from [`flagger_rollout::readiness::deployment_readiness`], with the desired
+//!   replicas of the autoscaler (`autoscalerRef` for the target, its `-primary` for the primary)
+//!   so a canary halts while its autoscaler is scaling.
 //! - Everything here is synchronous and reads only the stores, so it is cheap enough to run on
 //!   every Poke to decide whether the revision changed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use flagger_rollout::readiness::{DeploymentView, deployment_readiness};
-use flagger_rollout::revision::{config_checksum, revision};
 use flagger_rollout::{
     CanarySpec, HookOutcome, HookResult, HookType, MetricOutcome, MetricSource, MetricValue,
-    Observed, Phase, PrimaryObservation, ProviderCheck, Readiness, TargetObservation, Timestamp,
+    Observed, Phase, PrimaryObservation, ProviderCheck, TargetObservation, Timestamp,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
 use kube::ResourceExt;
-use kube::runtime::reflector::Store;
 
 use crate::cache::{Caches, lookup};
 use crate::key::CanaryKey;
@@ -35,273 +31,37 @@ use crate::notifier::{AlertRoute, Destination};
 use crate::ports::Ports;
 use crate::secret::SecretString;
 use crate::webhook::{HookPayload, hook_outcome};
+use crate::workload::{Tracked, WorkloadError, build};
 
-/// Annotation that opts a ConfigMap or Secret out of tracking (values starting with `disable`).
-pub const CONFIG_TRACKING_ANNOTATION: &str = "flagger.app/config-tracking";
-
-/// Secret types whose content is tracked, as upstream.
-const TRACKED_SECRET_TYPES: &[&str] = &[
-    "Opaque",
-    "kubernetes.io/basic-auth",
-    "kubernetes.io/ssh-auth",
-    "kubernetes.io/tls",
-];
-
-/// Kind of a referenced config object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ConfigKind {
-    ConfigMap,
-    Secret,
-}
-
-impl ConfigKind {
-    /// The prefix of its `trackedConfigs` key (`configmap/<name>`, `secret/<name>`).
-    pub fn key_prefix(self) -> &'static str {
-        match self {
-            Self::ConfigMap => "configmap",
-            Self::Secret => "secret",
-        }
-    }
-}
-
-/// One reference from a pod spec to a ConfigMap or Secret.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConfigRef {
-    pub kind: ConfigKind,
-    pub name: String,
-    /// The pod starts without it (`optional: true` on every reference).
-    pub optional: bool,
-}
-
-/// Every ConfigMap/Secret the pod spec references, deduplicated; a name referenced both
-/// optionally and mandatorily counts as mandatory.
-pub fn config_refs(pod: &PodSpec) -> Vec<ConfigRef> {
-    let mut found: BTreeMap<(ConfigKind, String), bool> = BTreeMap::new();
-    let mut add = |kind, name: Option<&String>, optional: Option<bool>| {
-        if let Some(name) = name.filter(|n| !n.is_empty()) {
-            let optional = optional.unwrap_or(false);
-            found
-                .entry((kind, name.clone()))
-                .and_modify(|o| *o = *o && optional)
-                .or_insert(optional);
-        }
-    };
-    for volume in pod.volumes.iter().flatten() {
-        if let Some(cm) = &volume.config_map {
-            add(ConfigKind::ConfigMap, Some(&cm.name), cm.optional);
-        }
-        if let Some(s) = &volume.secret {
-            add(ConfigKind::Secret, s.secret_name.as_ref(), s.optional);
-        }
-        if let Some(projected) = &volume.projected {
-            for source in projected.sources.iter().flatten() {
-                if let Some(cm) = &source.config_map {
-                    add(ConfigKind::ConfigMap, Some(&cm.name), cm.optional);
-                }
-                if let Some(s) = &source.secret {
-                    add(ConfigKind::Secret, Some(&s.name), s.optional);
-                }
-            }
-        }
-    }
-    let containers = pod
-        .containers
-        .iter()
-        .chain(pod.init_containers.iter().flatten());
-    for c in containers {
-        for env in c.env.iter().flatten() {
-            if let Some(from) = &env.value_from {
-                if let Some(r) = &from.config_map_key_ref {
-                    add(ConfigKind::ConfigMap, Some(&r.name), r.optional);
-                }
-                if let Some(r) = &from.secret_key_ref {
-                    add(ConfigKind::Secret, Some(&r.name), r.optional);
-                }
-            }
-        }
-        for from in c.env_from.iter().flatten() {
-            if let Some(r) = &from.config_map_ref {
-                add(ConfigKind::ConfigMap, Some(&r.name), r.optional);
-            }
-            if let Some(r) = &from.secret_ref {
-                add(ConfigKind::Secret, Some(&r.name), r.optional);
-            }
-        }
-    }
-    found
-        .into_iter()
-        .map(|((kind, name), optional)| ConfigRef {
-            kind,
-            name,
-            optional,
-        })
-        .collect()
-}
-
-fn tracking_disabled<K: ResourceExt>(obj: &K) -> bool {
-    obj.annotations()
-        .get(CONFIG_TRACKING_ANNOTATION)
-        .is_some_and(|v| v.starts_with("disable"))
-}
-
-/// `trackedConfigs` of a pod spec: `configmap/<name>` / `secret/<name>` → checksum of `.data`.
-pub fn tracked_configs(
-    caches: &Caches,
-    namespace: &str,
-    pod: &PodSpec,
-) -> Result<BTreeMap<String, String>, String> {
-    let mut tracked = BTreeMap::new();
-    for r in config_refs(pod) {
-        let checksum = match r.kind {
-            ConfigKind::ConfigMap => match lookup(&caches.config_maps, namespace, &r.name) {
-                Some(cm) if tracking_disabled(cm.as_ref()) => None,
-                Some(cm) => Some(config_map_checksum(&cm)),
-                None => missing(&r, namespace)?,
-            },
-            ConfigKind::Secret => match lookup(&caches.secrets, namespace, &r.name) {
-                Some(s) if tracking_disabled(s.as_ref()) => None,
-                Some(s) if !secret_is_tracked(&s) => None,
-                Some(s) => Some(secret_checksum(&s)),
-                None => missing(&r, namespace)?,
-            },
-        };
-        if let Some(sum) = checksum {
-            tracked.insert(format!("{}/{}", r.kind.key_prefix(), r.name), sum);
-        }
-    }
-    Ok(tracked)
-}
-
-fn missing(r: &ConfigRef, namespace: &str) -> Result<Option<String>, String> {
-    if r.optional {
-        return Ok(None);
-    }
-    let kind = match r.kind {
-        ConfigKind::ConfigMap => "configmaps",
-        ConfigKind::Secret => "secrets",
-    };
-    Err(format!(
-        "{kind} \"{}\" not found in namespace {namespace}",
-        r.name
-    ))
-}
-
-fn secret_is_tracked(s: &Secret) -> bool {
-    TRACKED_SECRET_TYPES.contains(&s.type_.as_deref().unwrap_or("Opaque"))
-}
-
-fn config_map_checksum(cm: &ConfigMap) -> String {
-    config_checksum(&cm.data.clone().unwrap_or_default())
-}
-
-/// Checksum over the base64 text of each value, i.e. the `.data` map as the API shows it.
-fn secret_checksum(s: &Secret) -> String {
-    let data: BTreeMap<String, String> = s
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| {
-            let text = serde_json::to_value(v)
-                .ok()
-                .and_then(|j| j.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            (k.clone(), text)
-        })
-        .collect();
-    config_checksum(&data)
-}
-
-/// Revision and tracked configs of the target Deployment (readiness filled by the caller).
-pub fn target_revision(
+/// The ConfigMaps/Secrets `deployment` tracks, from the caches (none with tracking off).
+fn tracked_from_cache(
     caches: &Caches,
     deployment: &Deployment,
     track_configs: bool,
-) -> Result<(String, BTreeMap<String, String>), String> {
-    let namespace = deployment.namespace().unwrap_or_default();
-    let template = deployment
+) -> Result<Tracked, WorkloadError> {
+    let pod = deployment
         .spec
         .as_ref()
-        .map(|s| &s.template)
-        .ok_or_else(|| format!("deployment {} has no spec", deployment.name_any()))?;
-    let configs = match (track_configs, template.spec.as_ref()) {
-        (true, Some(pod)) => tracked_configs(caches, &namespace, pod)?,
-        _ => BTreeMap::new(),
+        .and_then(|s| s.template.spec.as_ref());
+    let (true, Some(pod)) = (track_configs, pod) else {
+        return Ok(Tracked::default());
     };
-    let template_json = serde_json::to_value(template)
-        .map_err(|e| format!("deployment {} template: {e}", deployment.name_any()))?;
-    Ok((revision(&template_json, &configs), configs))
-}
-
-/// The numbers readiness is computed from; `hpa` is the autoscaler that scales `d`, if any.
-pub fn deployment_view(d: &Deployment, hpa: Option<&HorizontalPodAutoscaler>) -> DeploymentView {
-    let status = d.status.clone().unwrap_or_default();
-    let conditions = status.conditions.clone().unwrap_or_default();
-    let progress_deadline_exceeded = conditions.iter().any(|c| {
-        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-    });
-    let unavailable_since = conditions
-        .iter()
-        .find(|c| {
-            c.type_ == "Available"
-                && c.status == "False"
-                && c.reason.as_deref() == Some("MinimumReplicasUnavailable")
-        })
-        .and_then(|c| {
-            c.last_update_time
-                .as_ref()
-                .or(c.last_transition_time.as_ref())
-        })
-        .map(|t| Timestamp::from_unix_millis(t.0.as_millisecond()));
-    let autoscaler_desired_replicas = hpa
-        .and_then(|h| h.status.as_ref())
-        .map(|s| s.desired_replicas)
-        .filter(|&desired| desired > 0);
-    DeploymentView {
-        generation: d.metadata.generation.unwrap_or(0),
-        observed_generation: status.observed_generation.unwrap_or(0),
-        replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-        status_replicas: status.replicas.unwrap_or(0),
-        updated_replicas: status.updated_replicas.unwrap_or(0),
-        available_replicas: status.available_replicas.unwrap_or(0),
-        progress_deadline_exceeded,
-        unavailable_since,
-        autoscaler_desired_replicas,
-    }
-}
-
-/// The HPA of `namespace` that scales Deployment `name` (by `scaleTargetRef`).
-fn hpa_for(
-    hpas: &Store<HorizontalPodAutoscaler>,
-    namespace: &str,
-    name: &str,
-) -> Option<Arc<HorizontalPodAutoscaler>> {
-    hpas.find(|h| {
-        h.namespace().as_deref() == Some(namespace)
-            && h.spec.as_ref().is_some_and(|s| {
-                s.scale_target_ref.kind == "Deployment" && s.scale_target_ref.name == name
-            })
-    })
-}
-
-fn readiness(
-    d: &Deployment,
-    hpas: &Store<HorizontalPodAutoscaler>,
-    threshold: u8,
-    spec: &CanarySpec,
-    now: Timestamp,
-) -> Readiness {
-    let namespace = d.namespace().unwrap_or_default();
-    let hpa = spec
-        .autoscaler_ref
-        .as_ref()
-        .and_then(|_| hpa_for(hpas, &namespace, &d.name_any()));
-    deployment_readiness(
-        &d.name_any(),
-        &deployment_view(d, hpa.as_deref()),
-        threshold,
-        spec.progress_deadline,
-        now,
+    let namespace = deployment.namespace().unwrap_or_default();
+    build::tracked_configs(
+        &build::config_refs(pod),
+        &namespace,
+        &deployment.name_any(),
+        |name| lookup(&caches.config_maps, &namespace, name),
+        |name| lookup(&caches.secrets, &namespace, name),
     )
+}
+
+fn autoscaler(
+    caches: &Caches,
+    namespace: &str,
+    name: Option<&str>,
+) -> Option<Arc<HorizontalPodAutoscaler>> {
+    lookup(&caches.hpas, namespace, name?)
 }
 
 /// Where a tick reads the workloads from: the caches, or objects read fresh from the API server
@@ -332,19 +92,16 @@ pub fn observe_target(
     let Some(d) = &workloads.target else {
         return Observed::Missing;
     };
-    match target_revision(caches, d, track_configs) {
-        Ok((revision, tracked_configs)) => Observed::Found(TargetObservation {
-            revision,
-            tracked_configs,
-            readiness: readiness(
-                d,
-                &caches.hpas,
-                spec.analysis.canary_ready_threshold,
-                spec,
-                now,
-            ),
-        }),
-        Err(e) => Observed::Error(e),
+    let hpa = autoscaler(
+        caches,
+        &spec.namespace,
+        spec.autoscaler_ref.as_ref().map(|a| a.name.as_str()),
+    );
+    match tracked_from_cache(caches, d, track_configs)
+        .and_then(|tracked| build::target_observation(spec, d, &tracked, hpa.as_deref(), now))
+    {
+        Ok(observation) => Observed::Found(observation),
+        Err(e) => Observed::Error(e.to_string()),
     }
 }
 
@@ -357,15 +114,14 @@ pub fn observe_primary(
 ) -> Observed<PrimaryObservation> {
     match &workloads.primary {
         None => Observed::Missing,
-        Some(d) => Observed::Found(PrimaryObservation {
-            readiness: readiness(
-                d,
-                &caches.hpas,
-                spec.analysis.primary_ready_threshold,
-                spec,
-                now,
-            ),
-        }),
+        Some(d) => {
+            let hpa = autoscaler(
+                caches,
+                &spec.namespace,
+                spec.primary_autoscaler_name().as_deref(),
+            );
+            Observed::Found(build::primary_observation(spec, d, hpa.as_deref(), now))
+        }
     }
 }
 
@@ -590,71 +346,193 @@ pub fn alert_routes(caches: &Caches, spec: &CanarySpec) -> Option<Vec<AlertRoute
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use serde_json::json;
+    use crate::cache::fake::FakeCaches;
+    use crate::kubeops::tests_support::input_with;
+    use flagger_rollout::{AutoscalerRefInput, CanaryInput, MeshProvider, Readiness, ServiceInput};
+    use serde_json::{Value, json};
 
-    fn pod(v: serde_json::Value) -> PodSpec {
-        serde_json::from_value(v).unwrap()
+    fn spec(with_hpa: bool) -> CanarySpec {
+        let input = CanaryInput {
+            autoscaler_ref: with_hpa.then(|| AutoscalerRefInput {
+                kind: Some("HorizontalPodAutoscaler".into()),
+                name: Some("podinfo".into()),
+                ..Default::default()
+            }),
+            ..input_with(ServiceInput {
+                port: Some(9898),
+                ..Default::default()
+            })
+        };
+        CanarySpec::new(&input, MeshProvider::Istio).unwrap()
     }
 
-    #[test]
-    fn config_refs_cover_volumes_projected_env_and_init_containers() {
-        let p = pod(json!({
+    fn deployment(name: &str, pod: Value) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "test", "generation": 1},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": pod}},
+            "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+                       "availableReplicas": 2, "readyReplicas": 2}
+        })
+    }
+
+    fn podinfo_pod(image: &str) -> Value {
+        json!({
+            "containers": [{"name": "podinfod", "image": image,
+                "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "podinfo-token", "key": "token"}}}],
+                "envFrom": [{"configMapRef": {"name": "untracked"}}, {"secretRef": {"name": "sa-token"}}]}],
             "volumes": [
-                {"name": "a", "configMap": {"name": "cm-vol"}},
-                {"name": "b", "secret": {"secretName": "s-vol", "optional": true}},
-                {"name": "c", "projected": {"sources": [
-                    {"configMap": {"name": "cm-proj"}}, {"secret": {"name": "s-proj"}}
-                ]}}
-            ],
-            "containers": [{"name": "app",
-                "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cm-env", "key": "k"}}}],
-                "envFrom": [{"secretRef": {"name": "s-envfrom"}}]}],
-            "initContainers": [{"name": "init",
-                "env": [{"name": "Y", "valueFrom": {"secretKeyRef": {"name": "s-vol", "key": "k"}}}]}]
-        }));
-        let refs: Vec<(ConfigKind, String, bool)> = config_refs(&p)
-            .into_iter()
-            .map(|r| (r.kind, r.name, r.optional))
-            .collect();
-        assert_eq!(
-            refs,
-            vec![
-                (ConfigKind::ConfigMap, "cm-env".into(), false),
-                (ConfigKind::ConfigMap, "cm-proj".into(), false),
-                (ConfigKind::ConfigMap, "cm-vol".into(), false),
-                (ConfigKind::Secret, "s-envfrom".into(), false),
-                (ConfigKind::Secret, "s-proj".into(), false),
-                // optional in the volume, mandatory in the init container: mandatory.
-                (ConfigKind::Secret, "s-vol".into(), false),
+                {"name": "config", "configMap": {"name": "podinfo-config"}},
+                {"name": "extra", "configMap": {"name": "absent", "optional": true}}
             ]
+        })
+    }
+
+    fn config_map(name: &str, data: Value, annotations: Value) -> Value {
+        json!({"kind": "ConfigMap", "metadata": {"name": name, "namespace": "test",
+               "annotations": annotations}, "data": data})
+    }
+
+    fn cluster() -> FakeCaches {
+        let fake = FakeCaches::new();
+        fake.apply(config_map(
+            "podinfo-config",
+            json!({"color": "blue"}),
+            json!({}),
+        ));
+        fake.apply(config_map(
+            "untracked",
+            json!({"a": "b"}),
+            json!({"flagger.app/config-tracking": "disabled"}),
+        ));
+        fake.apply(
+            json!({"kind": "Secret", "metadata": {"name": "podinfo-token", "namespace": "test"},
+                          "type": "Opaque", "data": {"token": "czNjcjN0"}}),
         );
+        fake.apply(json!({"kind": "Secret", "metadata": {"name": "sa-token", "namespace": "test"},
+                          "type": "kubernetes.io/service-account-token", "data": {"token": "eA=="}}));
+        fake.apply(deployment("podinfo", podinfo_pod("podinfo:6.0.0")));
+        fake
+    }
+
+    fn observe(fake: &FakeCaches, spec: &CanarySpec) -> Observed<TargetObservation> {
+        let workloads = Workloads::from_cache(&fake.caches, spec);
+        observe_target(&fake.caches, spec, &workloads, true, Timestamp(0))
+    }
+
+    fn found(o: Observed<TargetObservation>) -> TargetObservation {
+        match o {
+            Observed::Found(t) => t,
+            other => panic!("target not observed: {other:?}"),
+        }
     }
 
     #[test]
-    fn deployment_view_reads_status_conditions_and_hpa() {
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": "podinfo", "namespace": "test", "generation": 3},
-            "spec": {"replicas": 2, "selector": {}, "template": {}},
-            "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2,
-                "availableReplicas": 1,
-                "conditions": [
-                    {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
-                     "lastUpdateTime": "2024-01-01T00:00:00Z"},
-                    {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
-                ]}
-        }))
-        .unwrap();
-        let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
-            "metadata": {"name": "podinfo"},
-            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "podinfo"}, "maxReplicas": 4},
-            "status": {"desiredReplicas": 4, "currentReplicas": 2}
-        }))
-        .unwrap();
-        let v = deployment_view(&d, Some(&hpa));
-        assert_eq!((v.generation, v.observed_generation, v.replicas), (3, 3, 2));
-        assert_eq!((v.updated_replicas, v.available_replicas), (2, 1));
-        assert!(v.progress_deadline_exceeded);
-        assert_eq!(v.unavailable_since, Some(Timestamp(1_704_067_200_000)));
-        assert_eq!(v.autoscaler_desired_replicas, Some(4));
+    fn the_revision_covers_tracked_configs_only_and_follows_their_data() {
+        let fake = cluster();
+        let spec = spec(false);
+        let first = found(observe(&fake, &spec));
+        // Opted-out ConfigMaps, untracked Secret types and absent optional references are not
+        // tracked; the same objects the WorkloadActor copies to -primary.
+        assert_eq!(
+            first.tracked_configs.keys().cloned().collect::<Vec<_>>(),
+            ["configmap/podinfo-config", "secret/podinfo-token"]
+        );
+        assert_eq!(first.readiness, Readiness::Ready);
+        assert_eq!(found(observe(&fake, &spec)), first, "stable");
+
+        fake.apply(config_map(
+            "untracked",
+            json!({"a": "changed"}),
+            json!({"flagger.app/config-tracking": "disabled"}),
+        ));
+        assert_eq!(
+            found(observe(&fake, &spec)).revision,
+            first.revision,
+            "opted out"
+        );
+
+        fake.apply(config_map(
+            "podinfo-config",
+            json!({"color": "green"}),
+            json!({}),
+        ));
+        let changed = found(observe(&fake, &spec));
+        assert_ne!(changed.revision, first.revision);
+        assert_ne!(
+            changed.tracked_configs["configmap/podinfo-config"],
+            first.tracked_configs["configmap/podinfo-config"]
+        );
+        assert_eq!(
+            changed.tracked_configs["secret/podinfo-token"],
+            first.tracked_configs["secret/podinfo-token"]
+        );
+
+        // With tracking off only the template counts.
+        let workloads = Workloads::from_cache(&fake.caches, &spec);
+        let Observed::Found(untracked) =
+            observe_target(&fake.caches, &spec, &workloads, false, Timestamp(0))
+        else {
+            panic!()
+        };
+        assert!(untracked.tracked_configs.is_empty());
+        fake.apply(config_map(
+            "podinfo-config",
+            json!({"color": "red"}),
+            json!({}),
+        ));
+        let again = observe_target(&fake.caches, &spec, &workloads, false, Timestamp(0));
+        assert_eq!(again, Observed::Found(untracked));
+    }
+
+    #[test]
+    fn a_missing_mandatory_reference_is_an_error_naming_it() {
+        let fake = cluster();
+        fake.delete(config_map("podinfo-config", json!({}), json!({})));
+        match observe(&fake, &spec(false)) {
+            Observed::Error(e) => {
+                assert!(e.contains("configmap podinfo-config.test"), "{e}");
+                assert!(e.contains("deployment podinfo.test"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_autoscalers_scaling_halts_readiness_of_its_workload() {
+        let fake = cluster();
+        fake.apply(deployment(
+            "podinfo-primary",
+            json!({"containers": [{"name": "podinfod"}]}),
+        ));
+        let hpa = |name: &str, target: &str, desired: i32| {
+            json!({"kind": "HorizontalPodAutoscaler",
+                   "metadata": {"name": name, "namespace": "test"},
+                   "spec": {"scaleTargetRef": {"kind": "Deployment", "name": target}, "maxReplicas": 4},
+                   "status": {"desiredReplicas": desired, "currentReplicas": 2}})
+        };
+        fake.apply(hpa("podinfo", "podinfo", 4));
+        fake.apply(hpa("podinfo-primary", "podinfo-primary", 2));
+        let with_hpa = spec(true);
+        let workloads = Workloads::from_cache(&fake.caches, &with_hpa);
+        let target = found(observe(&fake, &with_hpa));
+        assert!(
+            matches!(target.readiness, Readiness::NotReady(_)),
+            "target HPA wants 4 of 2: {:?}",
+            target.readiness
+        );
+        let primary = observe_primary(&fake.caches, &with_hpa, &workloads, Timestamp(0));
+        assert_eq!(
+            primary,
+            Observed::Found(PrimaryObservation {
+                readiness: Readiness::Ready
+            })
+        );
+        // Without autoscalerRef the HPA is not consulted.
+        assert_eq!(
+            found(observe(&fake, &spec(false))).readiness,
+            Readiness::Ready
+        );
     }
 }

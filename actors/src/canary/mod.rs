@@ -187,13 +187,10 @@ impl CanaryActor {
             return true;
         }
         let workloads = Workloads::from_cache(&self.env.caches, &spec);
-        let Some(target) = workloads.target else {
-            return false;
-        };
-        match gather::target_revision(&self.env.caches, &target, self.env.settings.config_tracking)
-        {
-            Ok((revision, _)) => self.last_revision.as_deref() != Some(revision.as_str()),
-            Err(_) => false,
+        let config_tracking = self.env.settings.config_tracking;
+        match observe_target(&self.env.caches, &spec, &workloads, config_tracking, now()) {
+            Observed::Found(target) => self.last_revision.as_deref() != Some(&target.revision),
+            Observed::Missing | Observed::Error(_) => false,
         }
     }
 
