@@ -191,6 +191,9 @@ pub struct StatsSnapshot {
     /// `"PATCH deployments.apps"` -> count.
     pub by_verb_and_resource: BTreeMap<String, u64>,
     pub by_user_agent: BTreeMap<String, u64>,
+    /// User-Agent -> `"PATCH deployments.apps"` -> count: what each client did.
+    #[serde(default)]
+    pub by_user_agent_and_request: BTreeMap<String, BTreeMap<String, u64>>,
     /// Requests answered with an injected error.
     pub faults_injected: u64,
     /// Injected errors by status code (`"429"` -> count).
@@ -214,6 +217,11 @@ impl Stats {
             .entry(format!("{verb} {resource}"))
             .or_default() += 1;
         *s.by_user_agent.entry(user_agent.to_string()).or_default() += 1;
+        *s.by_user_agent_and_request
+            .entry(user_agent.to_string())
+            .or_default()
+            .entry(format!("{verb} {resource}"))
+            .or_default() += 1;
     }
 
     pub fn record_fault(&self, code: u16) {
@@ -235,6 +243,25 @@ impl Stats {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn stats_tell_clients_apart_by_user_agent() {
+        let stats = Stats::default();
+        stats.record("GET", "leases.coordination.k8s.io", "a");
+        stats.record("PUT", "leases.coordination.k8s.io", "a");
+        stats.record("PATCH", "deployments.apps", "b");
+        stats.record("PATCH", "deployments.apps", "b");
+        let s = stats.snapshot();
+        assert_eq!(s.by_user_agent["a"], 2);
+        let a = &s.by_user_agent_and_request["a"];
+        assert_eq!(a["GET leases.coordination.k8s.io"], 1);
+        assert_eq!(a["PUT leases.coordination.k8s.io"], 1);
+        assert_eq!(
+            s.by_user_agent_and_request["b"]["PATCH deployments.apps"],
+            2
+        );
+        assert_eq!(s.by_user_agent_and_request["b"].len(), 1);
+    }
 
     #[test]
     fn invalid_configs_name_the_field() {
