@@ -159,32 +159,42 @@ pub enum Leadership {
 pub struct LeaderElector {
     client: kube::Client,
     config: LeaseConfig,
+    shared: Arc<Shared>,
 }
 
 impl LeaderElector {
     /// Validates the configuration (errors name the field).
     pub fn new(client: kube::Client, config: LeaseConfig) -> Result<Self, LeaderError> {
         config.validate()?;
-        Ok(Self { client, config })
+        let (tx, _) = watch::channel(Leadership::Follower { holder: None });
+        let shared = Arc::new(Shared {
+            valid_until: Mutex::new(None),
+            tx,
+            identity: config.identity.clone(),
+            finished: CancellationToken::new(),
+        });
+        Ok(Self {
+            client,
+            config,
+            shared,
+        })
+    }
+
+    /// The handle, before the election starts (a follower until [`LeaderElector::spawn`]).
+    pub fn handle(&self) -> LeaderHandle {
+        LeaderHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Starts the election loop on the current tokio runtime. It runs until `shutdown` is
     /// cancelled, then (if leader) releases the lease.
     pub fn spawn(self, shutdown: CancellationToken) -> LeaderHandle {
-        let (tx, _) = watch::channel(Leadership::Follower { holder: None });
-        let shared = Arc::new(Shared {
-            valid_until: Mutex::new(None),
-            tx,
-            identity: self.config.identity.clone(),
-            finished: CancellationToken::new(),
-        });
-        let handle = LeaderHandle {
-            shared: shared.clone(),
-        };
+        let handle = self.handle();
         let task = Task {
             api: Api::namespaced(self.client, &self.config.namespace),
             config: self.config,
-            shared,
+            shared: self.shared,
             observed: None,
         };
         tokio::spawn(task.run(shutdown));
@@ -310,7 +320,13 @@ impl Task {
             // Follower: try to acquire every retry period.
             let renewed_at = loop {
                 let sent = Instant::now();
-                match self.attempt(self.config.call_timeout()).await {
+                // Shutdown does not wait for a slow attempt (at worst an acquisition is left
+                // unreleased, as after a crash).
+                let outcome = tokio::select! {
+                    _ = shutdown.cancelled() => break 'outer,
+                    r = self.attempt(self.config.call_timeout()) => r,
+                };
+                match outcome {
                     Ok(Attempt::Held) => break sent,
                     Ok(Attempt::Other(holder)) => {
                         if holder.is_some() && holder != last_holder {

@@ -7,6 +7,7 @@ pub mod crd;
 pub mod events;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod gate;
 pub mod http;
 pub mod key;
 pub mod kubeops;
