@@ -9,6 +9,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::builder::BoolishValueParser;
@@ -170,14 +171,47 @@ pub struct LeaderElectionArgs {
     )]
     pub enable_leader_election: bool,
 
-    /// Namespace of the leader election Lease.
+    /// Namespace of the leader election Lease [default: the --namespace watched, else kube-system].
     #[arg(
         long,
         env = "FLAGGER_LEADER_ELECTION_NAMESPACE",
-        default_value = "kube-system",
         value_name = "NAMESPACE"
     )]
-    pub leader_election_namespace: String,
+    pub leader_election_namespace: Option<String>,
+
+    /// How long a Lease holds without renewal before another replica may take it.
+    #[arg(
+        long,
+        env = "FLAGGER_LEADER_ELECTION_LEASE_DURATION",
+        default_value = "15s",
+        value_parser = go_duration,
+        value_name = "DURATION"
+    )]
+    pub leader_election_lease_duration: Duration,
+
+    /// How long the leader keeps failing to renew before it steps down (shorter than the lease).
+    #[arg(
+        long,
+        env = "FLAGGER_LEADER_ELECTION_RENEW_DEADLINE",
+        default_value = "10s",
+        value_parser = go_duration,
+        value_name = "DURATION"
+    )]
+    pub leader_election_renew_deadline: Duration,
+
+    /// Interval between attempts to acquire or renew the Lease (shorter than the renew deadline).
+    #[arg(
+        long,
+        env = "FLAGGER_LEADER_ELECTION_RETRY_PERIOD",
+        default_value = "2s",
+        value_parser = go_duration,
+        value_name = "DURATION"
+    )]
+    pub leader_election_retry_period: Duration,
+}
+
+fn go_duration(text: &str) -> Result<Duration, String> {
+    flagger_rollout::duration::parse_go_duration(text)
 }
 
 /// Global notification targets (every canary's events go there).
@@ -360,8 +394,18 @@ mod tests {
         assert!(!no_cross_namespace_refs);
         assert_eq!(cluster_name, None);
         assert_eq!(max_concurrent_canaries, None, "unlimited by default");
-        assert!(!leader_election.enable_leader_election);
-        assert_eq!(leader_election.leader_election_namespace, "kube-system");
+        let LeaderElectionArgs {
+            enable_leader_election,
+            leader_election_namespace,
+            leader_election_lease_duration,
+            leader_election_renew_deadline,
+            leader_election_retry_period,
+        } = leader_election;
+        assert!(!enable_leader_election);
+        assert_eq!(leader_election_namespace, None);
+        assert_eq!(leader_election_lease_duration, Duration::from_secs(15));
+        assert_eq!(leader_election_renew_deadline, Duration::from_secs(10));
+        assert_eq!(leader_election_retry_period, Duration::from_secs(2));
         assert_eq!(notifier.slack_user, "flagger");
     }
 
@@ -399,8 +443,8 @@ mod tests {
         assert!(!run.enable_config_tracking);
         assert!(run.leader_election.enable_leader_election);
         assert_eq!(
-            run.leader_election.leader_election_namespace,
-            "flagger-system"
+            run.leader_election.leader_election_namespace.as_deref(),
+            Some("flagger-system")
         );
         assert_eq!(run.cluster_name.as_deref(), Some("prod-eu"));
         assert_eq!(run.max_concurrent_canaries, Some(3));
@@ -415,6 +459,33 @@ mod tests {
                 .to_string();
             assert!(err.contains("--max-concurrent-canaries"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn leader_election_takes_the_charts_flags_and_short_durations() {
+        // The chart renders exactly these two.
+        let run = run_args(&[
+            "--enable-leader-election=true",
+            "--leader-election-namespace=flagger-system",
+            "--leader-election-lease-duration=3s",
+            "--leader-election-renew-deadline",
+            "2s",
+            "--leader-election-retry-period=500ms",
+        ]);
+        let le = run.leader_election;
+        assert!(le.enable_leader_election);
+        assert_eq!(
+            le.leader_election_namespace.as_deref(),
+            Some("flagger-system")
+        );
+        assert_eq!(le.leader_election_lease_duration, Duration::from_secs(3));
+        assert_eq!(le.leader_election_renew_deadline, Duration::from_secs(2));
+        assert_eq!(le.leader_election_retry_period, Duration::from_millis(500));
+        let err = Cli::try_parse_from(["flagger", "--leader-election-retry-period", "2"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--leader-election-retry-period"), "{err}");
+        assert!(err.contains("missing unit"), "{err}");
     }
 
     #[test]
@@ -499,6 +570,7 @@ mod tests {
             .env("FLAGGER_MAX_CONCURRENT_CANARIES", "5")
             .env("FLAGGER_ENABLE_LEADER_ELECTION", "true")
             .env("FLAGGER_LEADER_ELECTION_NAMESPACE", "flagger")
+            .env("FLAGGER_LEADER_ELECTION_LEASE_DURATION", "20s")
             .env("SLACK_URL", "https://hooks.slack.com/services/ENV")
             .env("SLACK_CHANNEL", "releases")
             .env("SLACK_USER", "bot")
@@ -530,7 +602,14 @@ mod tests {
         assert_eq!(run.cluster_name.as_deref(), Some("dev"));
         assert_eq!(run.max_concurrent_canaries, Some(5));
         assert!(run.leader_election.enable_leader_election);
-        assert_eq!(run.leader_election.leader_election_namespace, "flagger");
+        assert_eq!(
+            run.leader_election.leader_election_namespace.as_deref(),
+            Some("flagger")
+        );
+        assert_eq!(
+            run.leader_election.leader_election_lease_duration,
+            Duration::from_secs(20)
+        );
         let n = &run.notifier;
         assert_eq!(
             n.slack_url.as_ref().map(Secret::expose),

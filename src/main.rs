@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use clap::Parser;
 use flagger_actors::cache::Scope;
+use flagger_actors::leader::{self, LeaderError, LeaseConfig};
 use flagger_actors::notifier::Destination;
 use flagger_actors::operator::{OperatorConfig, run};
 
@@ -43,10 +44,31 @@ fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     logging::init(log_level, log_format);
     let LeaderElectionArgs {
         enable_leader_election,
-        leader_election_namespace: _,
+        leader_election_namespace,
+        leader_election_lease_duration,
+        leader_election_renew_deadline,
+        leader_election_retry_period,
     } = leader_election;
-    if enable_leader_election {
-        anyhow::bail!("--enable-leader-election is not supported yet; run a single replica");
+    let scope = match namespace {
+        WatchScope::AllNamespaces => Scope::All,
+        WatchScope::Namespace(ns) => Scope::Namespace(ns),
+    };
+    let identity = leader::default_identity();
+    let leader_election = enable_leader_election.then(|| {
+        // Upstream: the Lease lives in the watched namespace when there is one.
+        let namespace = leader_election_namespace.unwrap_or_else(|| match &scope {
+            Scope::Namespace(ns) => ns.clone(),
+            Scope::All => "kube-system".to_owned(),
+        });
+        LeaseConfig {
+            lease_duration: leader_election_lease_duration,
+            renew_deadline: leader_election_renew_deadline,
+            retry_period: leader_election_retry_period,
+            ..LeaseConfig::new(namespace)
+        }
+    });
+    if let Some(lease) = &leader_election {
+        check_lease_flags(lease)?;
     }
     let NotifierArgs {
         slack_url,
@@ -70,10 +92,7 @@ fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     .context("notifier flags")?;
     let config = OperatorConfig {
         kubeconfig,
-        scope: match namespace {
-            WatchScope::AllNamespaces => Scope::All,
-            WatchScope::Namespace(ns) => Scope::Namespace(ns),
-        },
+        scope,
         mesh_provider,
         metrics_server,
         listen: SocketAddr::new(listen_address, port),
@@ -88,7 +107,27 @@ fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         global_notifier,
         event_webhook,
         max_concurrent_canaries,
+        leader_election,
+        identity,
     };
     run(config).context("operator")?;
     Ok(())
+}
+
+/// Checked before anything connects; the error names the flag.
+fn check_lease_flags(lease: &LeaseConfig) -> anyhow::Result<()> {
+    match lease.validate() {
+        Ok(()) => Ok(()),
+        Err(LeaderError::InvalidConfig { field, reason }) => {
+            let flag = match field {
+                "namespace" => "--leader-election-namespace",
+                "leaseDuration" => "--leader-election-lease-duration",
+                "renewDeadline" => "--leader-election-renew-deadline",
+                "retryPeriod" => "--leader-election-retry-period",
+                other => other,
+            };
+            anyhow::bail!("{flag}: {reason}")
+        }
+        Err(other) => Err(other.into()),
+    }
 }

@@ -1,5 +1,10 @@
 //! The operator's HTTP admin server: `/metrics` (the `flagger_*` series), `/healthz` (the
-//! process serves requests) and `/readyz` (the caches have synced and the canaries run).
+//! process serves requests) and `/readyz`.
+//!
+//! `/readyz` answers 503 `not ready` until the caches have synced (and again while shutting
+//! down), then 200 with the body `leader` (this process runs the canaries and may write; always
+//! so without leader election) or `follower` (caches warm, no canary runs, nothing is written).
+//! Followers are ready: they serve `/metrics` and take over without a restart of their caches.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,18 +13,37 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpResponse, HttpServer, web};
 
+use crate::gate::WriteGate;
 use crate::telemetry::Telemetry;
 
-/// Set once the operator is ready to act; `/readyz` answers 503 until then.
+/// Set once the operator is ready; `/readyz` answers 503 until then. The role comes from the
+/// write gate, so `/readyz` says `leader` exactly while writes are allowed.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    gate: WriteGate,
+}
 
 impl Readiness {
+    pub fn new(gate: WriteGate) -> Self {
+        Self {
+            ready: Arc::default(),
+            gate,
+        }
+    }
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.ready.store(ready, Ordering::SeqCst);
     }
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst)
+    }
+    /// `leader` or `follower`.
+    pub fn role(&self) -> &'static str {
+        if self.gate.is_open() {
+            "leader"
+        } else {
+            "follower"
+        }
     }
 }
 
@@ -41,7 +65,9 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: web::Data<State>) -> HttpResponse {
     if state.readiness.get() {
-        HttpResponse::Ok().body("OK")
+        HttpResponse::Ok()
+            .content_type("text/plain")
+            .body(state.readiness.role())
     } else {
         HttpResponse::ServiceUnavailable().body("not ready")
     }
@@ -127,6 +153,9 @@ mod tests {
         let resp =
             test::call_service(&app, test::TestRequest::get().uri("/readyz").to_request()).await;
         assert_eq!(resp.status(), 200);
+        let body = test::read_body(resp).await;
+        // Without leader election this process is always the leader.
+        assert_eq!(&body[..], b"leader");
         let resp =
             test::call_service(&app, test::TestRequest::get().uri("/healthz").to_request()).await;
         assert_eq!(resp.status(), 200);

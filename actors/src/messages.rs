@@ -44,6 +44,16 @@ pub struct DependencyChanged {
 #[rtype(result = "()")]
 pub struct DependenciesResynced;
 
+/// This process became the leader (`leader: true`: start a CanaryActor for every Canary, each
+/// resuming from its `.status`) or stopped being it (`false`: stop every CanaryActor, cancelling
+/// running ticks, and start none until leader again). Without leader election the supervisor
+/// starts as leader and only gets `false` at shutdown.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct LeadershipChanged {
+    pub leader: bool,
+}
+
 /// A CanaryActor stopped. `crashed` when its tick panicked: the supervisor restarts it from
 /// `.status` if the Canary still exists.
 #[derive(Debug, Message)]

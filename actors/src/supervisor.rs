@@ -18,6 +18,12 @@
 //! - With `--max-concurrent-canaries` it owns the [`SlotTable`]: every Canary it hears about
 //!   updates the count from `.status.phase` (seeded from the synced cache when it starts), and
 //!   canaries waiting for a slot get [`RolloutSlotFreed`] when one frees up.
+//! - Leadership ([`LeadershipChanged`]): CanaryActors run only while this process leads. A
+//!   supervisor built [`CanarySupervisor::following`] starts none until `leader: true`, then starts
+//!   one per Canary in the cache (oldest first, so a shared target keeps its owner), each resuming
+//!   from `.status`. On `leader: false` it cancels every running tick at once (through the term's
+//!   cancellation token: a tick holds its actor's mailbox, so a message alone would wait for it),
+//!   stops every CanaryActor and ignores Canary events until leader again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -25,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use kube::ResourceExt;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cache::{DependencyKind, lookup};
@@ -34,8 +41,8 @@ use crate::crd::convert::status_from_crd;
 use crate::key::CanaryKey;
 use crate::messages::{
     CanariesResynced, CanaryApplied, CanaryDeleted, CanaryStopped, DependenciesResynced,
-    DependencyChanged, Poke, ReleaseRolloutSlot, RequestRolloutSlot, RolloutSlotFreed, SpecChanged,
-    StopCanary,
+    DependencyChanged, LeadershipChanged, Poke, ReleaseRolloutSlot, RequestRolloutSlot,
+    RolloutSlotFreed, SpecChanged, StopCanary,
 };
 use crate::slots::{RolloutSlots, SlotTable};
 use crate::workload::build::config_refs;
@@ -76,6 +83,10 @@ pub struct CanarySupervisor {
     namespaces: BTreeSet<String>,
     /// `--max-concurrent-canaries` accounting; `None` without a limit.
     slots: Option<SlotTable>,
+    /// CanaryActors run only while leading.
+    leading: bool,
+    /// Cancelled when leadership ends: stops the running ticks of this term's actors.
+    term: CancellationToken,
 }
 
 impl CanarySupervisor {
@@ -88,6 +99,8 @@ impl CanarySupervisor {
             next_incarnation: 0,
             namespaces: BTreeSet::new(),
             slots,
+            leading: true,
+            term: CancellationToken::new(),
         }
     }
 
@@ -109,6 +122,12 @@ impl CanarySupervisor {
             let wake = slots.forget(key);
             self.wake(wake);
         }
+    }
+
+    /// Starts as a follower (leader election): no CanaryActor until `LeadershipChanged{leader: true}`.
+    pub fn following(mut self) -> Self {
+        self.leading = false;
+        self
     }
 
     fn key_of(canary: &Canary) -> CanaryKey {
@@ -135,6 +154,7 @@ impl CanarySupervisor {
             Some(ctx.address().recipient()),
             incarnation,
         )
+        .stop_on(self.term.clone())
         .start();
         Child {
             addr,
@@ -308,6 +328,9 @@ impl Handler<ReleaseRolloutSlot> for CanarySupervisor {
 impl Handler<CanaryApplied> for CanarySupervisor {
     type Result = ();
     fn handle(&mut self, msg: CanaryApplied, ctx: &mut Self::Context) {
+        if !self.leading {
+            return;
+        }
         let canary = msg.0;
         let key = Self::key_of(&canary);
         if let Some(slots) = &mut self.slots {
@@ -476,6 +499,47 @@ impl Handler<CanaryStopped> for CanarySupervisor {
             self.children.remove(&msg.key);
             self.forget_slot(&msg.key);
             self.update_totals();
+        }
+    }
+}
+
+impl Handler<LeadershipChanged> for CanarySupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: LeadershipChanged, ctx: &mut Self::Context) {
+        if msg.leader == self.leading {
+            return;
+        }
+        self.leading = msg.leader;
+        // The slot count of a new term comes from the cache, like at start.
+        if let Some(slots) = &self.slots {
+            self.slots = Some(SlotTable::new(slots.limit()));
+        }
+        if msg.leader {
+            self.term = CancellationToken::new();
+            let mut canaries = self.env.caches.canaries.state();
+            canaries.sort_by(|a, b| {
+                let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                ta.cmp(&tb)
+                    .then_with(|| Self::key_of(a).cmp(&Self::key_of(b)))
+            });
+            info!(
+                msg = format!("Starting {} canary actors as leader", canaries.len()),
+                canaries = canaries.len()
+            );
+            for canary in canaries {
+                self.handle(CanaryApplied(canary), ctx);
+            }
+        } else {
+            self.term.cancel();
+            info!(
+                msg = format!("Stopping {} canary actors", self.children.len()),
+                canaries = self.children.len()
+            );
+            for (_, child) in self.children.drain() {
+                child.addr.do_send(StopCanary);
+            }
+            self.targets.clear();
         }
     }
 }

@@ -13,6 +13,9 @@
 //!   revision differs from the one the last tick saw, or the canary is still initializing —
 //!   and otherwise keeps the cadence, so dependency noise never speeds up an analysis. Pokes
 //!   during a tick are checked once when it ends.
+//! - [`CanaryActor::stop_on`]: when the token is cancelled (leadership lost), a running tick is
+//!   dropped at its next await point and the actor stops, as if the process had crashed there:
+//!   every action is idempotent and `.status` is the durable truth.
 //! - A panic inside a tick is caught: the actor stops with `crashed = true` and the supervisor
 //!   starts a new one from `.status`. Other canaries are not affected.
 //! - Invalid specs (and a second Canary on a target) get one Warning event and a `Valid=False`
@@ -40,6 +43,7 @@ use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info_span};
 
 use crate::cache::Caches;
@@ -137,6 +141,8 @@ pub struct CanaryActor {
     queued_for_slot: bool,
     /// Ticks in a row whose actions failed (for the retry backoff).
     failed_ticks: u32,
+    /// Cancelled when this process stops leading: the running tick is dropped, the actor stops.
+    term: Option<CancellationToken>,
 }
 
 impl CanaryActor {
@@ -167,7 +173,14 @@ impl CanaryActor {
             crashed: false,
             queued_for_slot: false,
             failed_ticks: 0,
+            term: None,
         }
+    }
+
+    /// Stops the actor, dropping a running tick, when `term` is cancelled.
+    pub fn stop_on(mut self, term: CancellationToken) -> Self {
+        self.term = Some(term);
+        self
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>, delay: Duration) {
@@ -234,6 +247,10 @@ impl Actor for CanaryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if self.term.as_ref().is_some_and(|t| t.is_cancelled()) {
+            ctx.stop();
+            return;
+        }
         // Timers vanish on restart, so the first tick is armed here.
         self.schedule(ctx, Duration::ZERO);
     }
@@ -268,10 +285,26 @@ impl Handler<Tick> for CanaryActor {
         let span = info_span!("canary", canary = %self.key);
         let tick = run_tick(self.env.clone(), input).instrument(span);
         let guarded = AssertUnwindSafe(tick).catch_unwind();
-        AtomicResponse::new(Box::pin(guarded.into_actor(self).map(
+        let term = self.term.clone();
+        let cancellable = async move {
+            match term {
+                Some(term) => tokio::select! {
+                    // A cancelled term never starts a tick.
+                    biased;
+                    _ = term.cancelled() => None,
+                    result = guarded => Some(result),
+                },
+                None => Some(guarded.await),
+            }
+        };
+        AtomicResponse::new(Box::pin(cancellable.into_actor(self).map(
             |result, act, ctx| match result {
-                Ok(out) => act.finish_tick(out, ctx),
-                Err(_) => {
+                None => {
+                    debug!(msg = "tick cancelled: no longer the leader", canary = %act.key);
+                    ctx.stop();
+                }
+                Some(Ok(out)) => act.finish_tick(out, ctx),
+                Some(Err(_)) => {
                     error!(msg = "canary tick panicked; restarting its actor from .status", canary = %act.key);
                     act.crashed = true;
                     ctx.stop();
