@@ -359,6 +359,30 @@ impl Operator {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, as Kubernetes sends on pod deletion; the exit status if it exits within `timeout`.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        self.wait_exit(timeout).await
+    }
+
+    /// The exit status if the process exits within `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// `msg` of every log line about `canary` (`name.namespace`), in order.
     pub fn messages(&self, canary: &str) -> Vec<String> {
         self.logs
