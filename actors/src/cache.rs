@@ -385,6 +385,13 @@ pub(crate) mod fake {
             self.write(obj, true);
         }
 
+        pub fn apply_canary(&self, canary: &Canary) {
+            self.canaries
+                .lock()
+                .unwrap()
+                .apply_watcher_event(&watcher::Event::Apply(canary.clone()));
+        }
+
         fn write(&self, obj: Value, delete: bool) {
             match obj["kind"].as_str() {
                 Some("Canary") => put(&self.canaries, obj, delete),

@@ -28,6 +28,9 @@
 pub mod execute;
 pub mod gather;
 
+#[cfg(test)]
+mod actor_tests;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
