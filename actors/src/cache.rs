@@ -13,14 +13,22 @@
 //! - Watches restart by themselves with kube-runtime's default backoff; a restarted watch reports
 //!   [`CacheEvent::CanariesResynced`] / [`CacheEvent::DependenciesResynced`] so changes missed
 //!   while it was down are not lost.
+//! - Flagger's own kinds (Canary, MetricTemplate, AlertProvider) are watched as untyped JSON and
+//!   decoded one object at a time ([`crate::crd::decode`]): an object that does not fit the Rust
+//!   types never fails the LIST or the watch, so it cannot hide the other objects. It is logged
+//!   once (naming the object and the field) and recorded in [`DecodeErrors`]; an undecodable
+//!   Canary stays in the store as a placeholder (metadata and status, empty spec) so its actor can
+//!   tell the user on the object itself; an undecodable MetricTemplate or AlertProvider is absent
+//!   from its store.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -28,6 +36,7 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::crd::decode::{Undecodable, canary_placeholder, decode};
 use crate::crd::{AlertProvider, Canary, MetricTemplate};
 use crate::key::CanaryKey;
 
@@ -85,6 +94,108 @@ pub struct Caches {
     pub destination_rules: Store<DynamicObject>,
     pub metric_templates: Store<MetricTemplate>,
     pub alert_providers: Store<AlertProvider>,
+    /// Flagger objects that exist but do not decode, and why.
+    pub decode_errors: DecodeErrors,
+}
+
+/// Flagger's own kinds, watched as JSON and decoded object by object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlaggerKind {
+    Canary,
+    MetricTemplate,
+    AlertProvider,
+}
+
+impl FlaggerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Canary => "Canary",
+            Self::MetricTemplate => "MetricTemplate",
+            Self::AlertProvider => "AlertProvider",
+        }
+    }
+}
+
+type DecodeKey = (FlaggerKind, String, String);
+
+/// Flagger objects (by kind, namespace and name) whose JSON does not fit the Rust types, with the
+/// field that does not. Cheap to clone; written only by the watches.
+#[derive(Clone, Default)]
+pub struct DecodeErrors(Arc<RwLock<HashMap<DecodeKey, Undecodable>>>);
+
+impl DecodeErrors {
+    /// Why `namespace/name` of `kind` cannot be read, if it cannot.
+    pub fn get(&self, kind: FlaggerKind, namespace: &str, name: &str) -> Option<Undecodable> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(&(kind, namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Records (or clears, with `None`) the error of one object; true when it changed.
+    fn set(&self, key: DecodeKey, error: Option<Undecodable>) -> bool {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        match error {
+            Some(e) => map.insert(key, e.clone()).as_ref() != Some(&e),
+            None => map.remove(&key).is_some(),
+        }
+    }
+
+    /// Forgets the objects of `kind` not in `seen` (a relist found them gone).
+    fn retain(&self, kind: FlaggerKind, seen: &HashSet<DecodeKey>) {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|k, _| k.0 != kind || seen.contains(k));
+    }
+}
+
+/// A Flagger kind decoded object by object (see the module docs).
+trait Tolerant:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+    const KIND: FlaggerKind;
+    /// An object of this kind carrying only `metadata` (what a Delete needs).
+    fn empty(metadata: ObjectMeta) -> Self;
+    /// What the store keeps of an object that does not decode; `None` leaves it out.
+    fn placeholder(
+        _metadata: ObjectMeta,
+        _raw: &serde_json::Value,
+        _error: &Undecodable,
+    ) -> Option<Self> {
+        None
+    }
+}
+
+impl Tolerant for Canary {
+    const KIND: FlaggerKind = FlaggerKind::Canary;
+    fn empty(metadata: ObjectMeta) -> Self {
+        let mut c = Canary::new("", Default::default());
+        c.metadata = metadata;
+        c
+    }
+    fn placeholder(
+        metadata: ObjectMeta,
+        raw: &serde_json::Value,
+        error: &Undecodable,
+    ) -> Option<Self> {
+        Some(canary_placeholder(metadata, raw, error))
+    }
+}
+
+impl Tolerant for MetricTemplate {
+    const KIND: FlaggerKind = FlaggerKind::MetricTemplate;
+    fn empty(metadata: ObjectMeta) -> Self {
+        let mut t = MetricTemplate::new("", Default::default());
+        t.metadata = metadata;
+        t
+    }
+}
+
+impl Tolerant for AlertProvider {
+    const KIND: FlaggerKind = FlaggerKind::AlertProvider;
+    fn empty(metadata: ObjectMeta) -> Self {
+        let mut p = AlertProvider::new("", Default::default());
+        p.metadata = metadata;
+        p
+    }
 }
 
 /// The running watches; dropping this does not stop them, [`Watches::abort`] does.
@@ -112,7 +223,15 @@ impl Caches {
     /// [`Caches::wait_until_ready`] before reading them.
     pub fn start(client: &Client, scope: &Scope, sink: Arc<dyn CacheSink>) -> (Caches, Watches) {
         let mut tasks = Vec::new();
-        let canaries = spawn_watch::<Canary>(api(client, scope), &sink, &mut tasks, canary_event);
+        let decode_errors = DecodeErrors::default();
+        let canaries = spawn_tolerant_watch::<Canary>(
+            client,
+            scope,
+            &sink,
+            &mut tasks,
+            &decode_errors,
+            canary_event,
+        );
         let deployments = spawn_watch(api(client, scope), &sink, &mut tasks, |e| {
             dependency_event::<Deployment>(DependencyKind::Deployment, e)
         });
@@ -125,10 +244,22 @@ impl Caches {
         let hpas = spawn_watch(api(client, scope), &sink, &mut tasks, |e| {
             dependency_event::<HorizontalPodAutoscaler>(DependencyKind::HorizontalPodAutoscaler, e)
         });
-        let metric_templates =
-            spawn_watch::<MetricTemplate>(api(client, scope), &sink, &mut tasks, |_| None);
-        let alert_providers =
-            spawn_watch::<AlertProvider>(api(client, scope), &sink, &mut tasks, |_| None);
+        let metric_templates = spawn_tolerant_watch::<MetricTemplate>(
+            client,
+            scope,
+            &sink,
+            &mut tasks,
+            &decode_errors,
+            |_| None,
+        );
+        let alert_providers = spawn_tolerant_watch::<AlertProvider>(
+            client,
+            scope,
+            &sink,
+            &mut tasks,
+            &decode_errors,
+            |_| None,
+        );
 
         let services = spawn_watch::<Service>(api(client, scope), &sink, &mut tasks, |_| None);
         let virtual_services =
@@ -153,6 +284,7 @@ impl Caches {
                 destination_rules,
                 metric_templates,
                 alert_providers,
+                decode_errors,
             },
             Watches { tasks },
         )
@@ -233,6 +365,158 @@ where
         }
     }
     debug!(msg = "watch ended", kind);
+}
+
+/// A watch of a Flagger kind as JSON, decoded object by object into a typed store.
+fn spawn_tolerant_watch<K: Tolerant>(
+    client: &Client,
+    scope: &Scope,
+    sink: &Arc<dyn CacheSink>,
+    tasks: &mut Vec<JoinHandle<()>>,
+    errors: &DecodeErrors,
+    to_event: ToEvent<K>,
+) -> Store<K> {
+    let resource = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = match scope {
+        Scope::All => Api::all_with(client.clone(), &resource),
+        Scope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+    };
+    let (store, mut writer) = reflector::store::<K>();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(strip);
+    let (sink, errors) = (sink.clone(), errors.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut decoder = Decoder::<K>::new(errors);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(event) => {
+                    let Some(event) = decoder.event(event) else {
+                        continue;
+                    };
+                    writer.apply_watcher_event(&event);
+                    if let Some(e) = to_event(&event) {
+                        sink.send(e);
+                    }
+                }
+                Err(error) => {
+                    warn!(msg = "watch failed, retrying", kind = K::KIND.as_str(), %error)
+                }
+            }
+        }
+        debug!(msg = "watch ended", kind = K::KIND.as_str());
+    }));
+    store
+}
+
+/// Turns JSON watch events into typed ones, recording and logging the objects that do not decode.
+struct Decoder<K> {
+    errors: DecodeErrors,
+    /// Objects seen since the current (re)list started.
+    seen: HashSet<DecodeKey>,
+    _kind: std::marker::PhantomData<K>,
+}
+
+impl<K: Tolerant> Decoder<K> {
+    fn new(errors: DecodeErrors) -> Self {
+        Self {
+            errors,
+            seen: HashSet::new(),
+            _kind: std::marker::PhantomData,
+        }
+    }
+
+    fn key(obj: &DynamicObject) -> DecodeKey {
+        (K::KIND, obj.namespace().unwrap_or_default(), obj.name_any())
+    }
+
+    /// The typed object, or what stands for it when it does not decode (`Err`).
+    fn decode(&self, obj: DynamicObject) -> Result<K, Option<K>> {
+        let key = Self::key(&obj);
+        let metadata = obj.metadata.clone();
+        let raw = match serde_json::to_value(&obj) {
+            Ok(raw) => raw,
+            Err(e) => {
+                return Err(self.undecodable(
+                    key,
+                    metadata,
+                    &serde_json::Value::Null,
+                    Undecodable {
+                        field: "(object)".to_owned(),
+                        problem: e.to_string(),
+                    },
+                ));
+            }
+        };
+        match decode::<K>(raw.clone()) {
+            Ok(k) => {
+                self.errors.set(key, None);
+                Ok(k)
+            }
+            Err(e) => Err(self.undecodable(key, metadata, &raw, e)),
+        }
+    }
+
+    fn undecodable(
+        &self,
+        key: DecodeKey,
+        metadata: ObjectMeta,
+        raw: &serde_json::Value,
+        error: Undecodable,
+    ) -> Option<K> {
+        if self.errors.set(key.clone(), Some(error.clone())) {
+            let (kind, namespace, name) = &key;
+            let msg = format!(
+                "{} {name}.{namespace} cannot be read: {error}",
+                kind.as_str()
+            );
+            match kind {
+                // `canary` as in every other line about a canary, so `jq 'select(.canary==..)'`
+                // finds it.
+                FlaggerKind::Canary => warn!(
+                    msg,
+                    canary = %format!("{name}.{namespace}"),
+                    field = %error.field,
+                ),
+                _ => warn!(msg, kind = kind.as_str(), field = %error.field),
+            }
+        }
+        K::placeholder(metadata, raw, &error)
+    }
+
+    fn event(&mut self, event: watcher::Event<DynamicObject>) -> Option<watcher::Event<K>> {
+        use watcher::Event;
+        Some(match event {
+            Event::Init => {
+                self.seen.clear();
+                Event::Init
+            }
+            Event::InitDone => {
+                self.errors.retain(K::KIND, &self.seen);
+                Event::InitDone
+            }
+            Event::InitApply(obj) => {
+                self.seen.insert(Self::key(&obj));
+                match self.decode(obj) {
+                    Ok(k) | Err(Some(k)) => Event::InitApply(k),
+                    Err(None) => return None,
+                }
+            }
+            Event::Apply(obj) => {
+                let metadata = obj.metadata.clone();
+                match self.decode(obj) {
+                    Ok(k) | Err(Some(k)) => Event::Apply(k),
+                    // Unreadable now: what the store held of it must not be used either.
+                    Err(None) => Event::Delete(K::empty(metadata)),
+                }
+            }
+            Event::Delete(obj) => {
+                self.errors.set(Self::key(&obj), None);
+                Event::Delete(K::empty(obj.metadata))
+            }
+        })
+    }
 }
 
 /// A watch of Istio objects (dynamic types; the CRDs may be missing, then it only retries).

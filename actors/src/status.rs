@@ -12,7 +12,7 @@
 
 use actix::{Actor, Context, Handler, ResponseFuture};
 use flagger_rollout::{CanaryStatus, EventType};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
@@ -21,6 +21,7 @@ use crate::messages::{RecordEvent, SetFinalizer, WriteCanaryStatus};
 
 use crate::crd::Canary;
 use crate::crd::convert::status_merge_patch;
+use crate::crd::decode::canary_or_placeholder;
 
 /// Failure to persist a status.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +71,13 @@ pub async fn write_status(
 ) -> Result<Canary, StatusError> {
     let name = canary.name_any();
     let namespace = canary.namespace().unwrap_or_default();
-    let api: Api<Canary> = Api::namespaced(client.clone(), &namespace);
+    // Untyped, so the answer for a Canary whose spec does not decode is still read back (as a
+    // placeholder) instead of failing a write that succeeded.
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &namespace,
+        &ApiResource::erase::<Canary>(&()),
+    );
     let api_error = |source| StatusError::Api {
         name: format!("{name}.{namespace}"),
         source,
@@ -81,9 +88,9 @@ pub async fn write_status(
         .patch_status(&name, &params, &Patch::Merge(&patch))
         .await
     {
-        Ok(written) => Ok(written),
+        Ok(written) => Ok(read_back(written)),
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            let fresh = api.get_status(&name).await.map_err(api_error)?;
+            let fresh = read_back(api.get_status(&name).await.map_err(api_error)?);
             if fresh.status != canary.status {
                 return Err(StatusError::Stale {
                     name: format!("{name}.{namespace}"),
@@ -95,7 +102,7 @@ pub async fn write_status(
                 .patch_status(&name, &params, &Patch::Merge(&patch))
                 .await
             {
-                Ok(written) => Ok(written),
+                Ok(written) => Ok(read_back(written)),
                 // Changed once more in between: decide again (the watch brings the object).
                 Err(kube::Error::Api(e)) if e.code == 409 => Err(StatusError::Stale {
                     name: format!("{name}.{namespace}"),
@@ -106,6 +113,10 @@ pub async fn write_status(
         }
         Err(e) => Err(api_error(e)),
     }
+}
+
+fn read_back(obj: DynamicObject) -> Canary {
+    canary_or_placeholder(serde_json::to_value(obj).unwrap_or_default())
 }
 
 /// The finalizer that makes deletion wait for `revertOnDeletion`.

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::{FreeFormObject, with_conversion_none};
 
@@ -534,15 +534,15 @@ pub struct CanaryAlert {
 }
 
 /// Observed state of a canary release; the durable truth the operator resumes from.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+///
+/// Read leniently (see [`LenientStatus`]): a status field that does not fit its type (a counter
+/// beyond `i32`, an unknown phase, a malformed condition) is dropped instead of failing the whole
+/// Canary, so a status someone else wrote can never hide a Canary from the operator.
+#[derive(Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStatus {
     /// Position in the release state machine.
-    #[serde(
-        default,
-        deserialize_with = "lenient_phase",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "phase_schema")]
     pub phase: Option<CanaryPhase>,
     /// Canary weight last written by the operator.
@@ -633,10 +633,57 @@ fn phase_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-/// Unknown or empty phases (`""` is upstream's "new") read as no phase instead of failing the object.
-fn lenient_phase<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CanaryPhase>, D::Error> {
-    let raw: Option<String> = Option::deserialize(d)?;
-    Ok(raw.and_then(|s| serde_json::from_value::<CanaryPhase>(serde_json::Value::String(s)).ok()))
+/// The JSON of a `.status`, decoded field by field into [`CanaryStatus`] (anything but an object
+/// reads as an empty status).
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct LenientStatus(serde_json::Value);
+
+impl<'de> Deserialize<'de> for CanaryStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        LenientStatus::deserialize(d).map(Self::from)
+    }
+}
+
+impl From<LenientStatus> for CanaryStatus {
+    fn from(LenientStatus(value): LenientStatus) -> Self {
+        let serde_json::Value::Object(map) = value else {
+            return CanaryStatus::default();
+        };
+        fn field<T: serde::de::DeserializeOwned>(
+            map: &serde_json::Map<String, serde_json::Value>,
+            key: &str,
+        ) -> Option<T> {
+            map.get(key).and_then(|v| T::deserialize(v).ok())
+        }
+        // Unknown or empty phases (`""` is upstream's "new") read as no phase.
+        let phase = field::<String>(&map, "phase")
+            .and_then(|s| serde_json::from_value::<CanaryPhase>(serde_json::Value::String(s)).ok());
+        let conditions = map
+            .get("conditions")
+            .and_then(|v| v.as_array())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|c| CanaryCondition::deserialize(c).ok())
+                    .collect()
+            });
+        CanaryStatus {
+            phase,
+            canary_weight: field(&map, "canaryWeight"),
+            failed_checks: field(&map, "failedChecks"),
+            iterations: field(&map, "iterations"),
+            tracked_configs: field(&map, "trackedConfigs"),
+            last_applied_spec: field(&map, "lastAppliedSpec"),
+            last_promoted_spec: field(&map, "lastPromotedSpec"),
+            last_transition_time: field(&map, "lastTransitionTime"),
+            progress_waits: field(&map, "progressWaits"),
+            session_affinity_cookie: field(&map, "sessionAffinityCookie"),
+            primary_session_affinity_cookie: field(&map, "primarySessionAffinityCookie"),
+            previous_session_affinity_cookie: field(&map, "previousSessionAffinityCookie"),
+            conditions,
+        }
+    }
 }
 
 /// A status condition of any Flagger resource (a Canary gets exactly one, type `Promoted`, from

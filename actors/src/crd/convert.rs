@@ -1,6 +1,7 @@
 //! Conversion of a `Canary` object into the validated domain spec of `flagger-rollout`.
 //!
-//! Contract: [`canary_input`] copies what the user wrote, losslessly and without judging it, into a
+//! Contract: a placeholder for a Canary whose JSON did not decode ([`super::decode`]) is
+//! invalid with the field that did not fit. [`canary_input`] copies what the user wrote, losslessly and without judging it, into a
 //! [`CanaryInput`]; [`canary_spec`] then validates it with [`CanarySpec::new`] (defaults, ranges,
 //! legacy `threshold` semantics). `spec.analysis` is read when present, else the legacy v1alpha3
 //! `spec.canaryAnalysis`; errors then name the field the user actually wrote
@@ -14,7 +15,8 @@
 use flagger_rollout::phase::Phase;
 use flagger_rollout::spec::{
     AlertInput, AnalysisInput, AutoscalerRefInput, CanaryInput, CanarySpec, InvalidSpec,
-    MeshProvider, MetricInput, ObjectRefInput, ServiceInput, TemplateRefInput, WebhookInput,
+    MeshProvider, MetricInput, ObjectRefInput, ServiceInput, SpecError, TemplateRefInput,
+    ValidationOptions, WebhookInput,
 };
 use flagger_rollout::status::{
     CanaryStatus as DomainStatus, Condition, ConditionStatus, ProgressWaits as DomainWaits,
@@ -29,6 +31,7 @@ use super::canary::{
     AutoscalerRef, Canary, CanaryAlert, CanaryAnalysis, CanaryCondition, CanaryMetric, CanaryPhase,
     CanaryService, CanaryStatus, CanaryWebhook, LocalObjectReference, ProgressWait, ProgressWaits,
 };
+use super::decode::undecodable_of;
 
 /// JSON path prefix of the modern analysis field.
 const ANALYSIS_FIELD: &str = "spec.analysis";
@@ -40,8 +43,26 @@ pub fn canary_spec(
     canary: &Canary,
     default_provider: MeshProvider,
 ) -> Result<CanarySpec, InvalidSpec> {
+    canary_spec_with(canary, ValidationOptions::new(default_provider))
+}
+
+/// Validates a Canary with the operator's options (`--mesh-provider`, `--no-cross-namespace-refs`).
+pub fn canary_spec_with(
+    canary: &Canary,
+    options: ValidationOptions,
+) -> Result<CanarySpec, InvalidSpec> {
+    if let Some(undecodable) = undecodable_of(canary) {
+        return Err(InvalidSpec {
+            name: canary.name_any(),
+            namespace: canary.namespace().unwrap_or_default(),
+            errors: vec![SpecError {
+                field: undecodable.field,
+                problem: format!("cannot be read: {}", undecodable.problem),
+            }],
+        });
+    }
     let input = canary_input(canary);
-    CanarySpec::new(&input, default_provider).map_err(|mut invalid| {
+    CanarySpec::new_with(&input, options).map_err(|mut invalid| {
         if uses_legacy_analysis(canary) {
             for error in &mut invalid.errors {
                 if let Some(rest) = error.field.strip_prefix(ANALYSIS_FIELD) {

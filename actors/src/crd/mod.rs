@@ -13,6 +13,7 @@
 pub mod alert_provider;
 pub mod canary;
 pub mod convert;
+pub mod decode;
 pub mod metric_template;
 
 pub use alert_provider::{AlertProvider, AlertProviderSpec, AlertProviderType};
