@@ -34,8 +34,7 @@ fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         log_format,
         selector_labels,
         enable_config_tracking,
-        // Enforced by the analysis' reference resolution (issue 7); parsed here already.
-        no_cross_namespace_refs: _,
+        no_cross_namespace_refs,
         cluster_name,
         max_concurrent_canaries,
         leader_election,
@@ -102,6 +101,7 @@ fn run_operator(args: RunArgs) -> anyhow::Result<()> {
             .filter(|l| !l.is_empty())
             .collect(),
         config_tracking: enable_config_tracking,
+        no_cross_namespace_refs,
         include_label_prefixes: Vec::new(),
         cluster_name: cluster_name.filter(|c| !c.is_empty()),
         global_notifier,

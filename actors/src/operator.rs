@@ -70,6 +70,9 @@ pub struct OperatorConfig {
     pub listen: SocketAddr,
     pub selector_labels: Vec<String>,
     pub config_tracking: bool,
+    /// `--no-cross-namespace-refs`: Canaries may reference MetricTemplates and AlertProviders in
+    /// their own namespace only.
+    pub no_cross_namespace_refs: bool,
     pub include_label_prefixes: Vec<String>,
     pub cluster_name: Option<String>,
     pub global_notifier: Option<Destination>,
@@ -207,6 +210,7 @@ async fn run_in_system(config: OperatorConfig) -> Result<(), OperatorError> {
         listen,
         selector_labels,
         config_tracking,
+        no_cross_namespace_refs,
         include_label_prefixes,
         cluster_name,
         global_notifier,
@@ -320,6 +324,7 @@ async fn run_in_system(config: OperatorConfig) -> Result<(), OperatorError> {
             selector_labels,
             config_tracking,
             max_concurrent_canaries,
+            no_cross_namespace_refs,
         }),
         client: Some(client),
         slots: None,

@@ -66,7 +66,8 @@ pub use spec::{
     AlertInput, AnalysisInput, AnalysisSpec, AutoscalerRef, AutoscalerRefInput, BuiltinMetric,
     CanaryInput, CanarySpec, HookType, InvalidSpec, MeshProvider, MetricCheck, MetricInput,
     MetricSource, ObjectRefInput, PortRef, ServiceInput, ServiceSpec, Severity, SpecError,
-    Strategy, TargetKind, TargetRef, TemplateRefInput, ThresholdRange, Webhook, WebhookInput,
+    Strategy, TargetKind, TargetRef, TemplateRefInput, ThresholdRange, ValidationOptions, Webhook,
+    WebhookInput,
 };
 pub use status::{CanaryStatus, Condition, ConditionStatus, Timestamp};
 pub use weights::{WeightSteps, Weights};

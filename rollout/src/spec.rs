@@ -657,11 +657,40 @@ pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Iterations forced by the kubernetes provider when none are set (upstream).
 pub const KUBERNETES_PROVIDER_ITERATIONS: u32 = 10;
 
+/// Operator-wide settings that change what a valid Canary is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidationOptions {
+    /// `--mesh-provider`, used when `spec.provider` is absent.
+    pub default_provider: MeshProvider,
+    /// `--no-cross-namespace-refs`: a `templateRef` or `providerRef` naming another namespace
+    /// is an error (upstream's message: "can't access ..., cross-namespace references are
+    /// blocked").
+    pub no_cross_namespace_refs: bool,
+}
+
+impl ValidationOptions {
+    pub fn new(default_provider: MeshProvider) -> Self {
+        Self {
+            default_provider,
+            no_cross_namespace_refs: false,
+        }
+    }
+}
+
 impl CanarySpec {
     /// Validates `input`. `default_provider` is the operator's `--mesh-provider`, used when
     /// `spec.provider` is absent.
     pub fn new(input: &CanaryInput, default_provider: MeshProvider) -> Result<Self, InvalidSpec> {
-        let mut v = Validator::default();
+        Self::new_with(input, ValidationOptions::new(default_provider))
+    }
+
+    /// Validates `input` with the operator's [`ValidationOptions`].
+    pub fn new_with(input: &CanaryInput, options: ValidationOptions) -> Result<Self, InvalidSpec> {
+        let default_provider = options.default_provider;
+        let mut v = Validator {
+            errors: Vec::new(),
+            no_cross_namespace_refs: options.no_cross_namespace_refs,
+        };
         if input.name.is_empty() {
             v.error("metadata.name", "must not be empty");
         }
@@ -783,9 +812,9 @@ impl AnalysisSpec {
     }
 }
 
-#[derive(Default)]
 struct Validator {
     errors: Vec<SpecError>,
+    no_cross_namespace_refs: bool,
 }
 
 impl Validator {
@@ -950,6 +979,22 @@ impl Validator {
         {
             self.error("spec.service.timeout", e);
         }
+        for (i, m) in s.matches.iter().enumerate() {
+            passthrough::check_http_match(&format!("spec.service.match[{i}]"), m, &mut self.errors);
+        }
+        let origins = s.cors_policy.as_ref().and_then(|c| c.get("allowOrigins"));
+        for (i, o) in origins
+            .and_then(|o| o.as_array())
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            passthrough::check_string_match(
+                &format!("spec.service.corsPolicy.allowOrigins[{i}]"),
+                o,
+                &mut self.errors,
+            );
+        }
         let name = s
             .name
             .clone()
@@ -1027,6 +1072,22 @@ impl Validator {
                 }
             },
         };
+        for (i, m) in a.matches.iter().enumerate() {
+            passthrough::check_http_match(
+                &format!("spec.analysis.match[{i}]"),
+                m,
+                &mut self.errors,
+            );
+        }
+        if let Some(affinity) = &a.session_affinity
+            && let Some(cookie) = affinity.get("cookieName").and_then(|c| c.as_str())
+            && affinity.get("primaryCookieName").and_then(|c| c.as_str()) == Some(cookie)
+        {
+            self.error(
+                "spec.analysis.sessionAffinity.primaryCookieName",
+                format!("must differ from cookieName, both are {cookie:?}"),
+            );
+        }
         let strategy = self.strategy(a, provider, warnings);
         let step_weight_promotion = match a.step_weight_promotion {
             None | Some(0) => None,
@@ -1224,13 +1285,23 @@ impl Validator {
         let source = if let Some(t) = &m.template_ref {
             let tname =
                 self.required_name(&format!("{field}.templateRef.name"), t.name.as_ref())?;
+            let tnamespace = t
+                .namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| namespace.to_owned());
+            if self.no_cross_namespace_refs && tnamespace != namespace {
+                self.error(
+                    format!("{field}.templateRef.namespace"),
+                    format!(
+                        "can't access metric template {tname}.{tnamespace}, cross-namespace references are blocked (--no-cross-namespace-refs)"
+                    ),
+                );
+                return None;
+            }
             MetricSource::Template {
                 name: tname,
-                namespace: t
-                    .namespace
-                    .clone()
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| namespace.to_owned()),
+                namespace: tnamespace,
             }
         } else if let Some(q) = m.query.as_ref().filter(|q| !q.trim().is_empty()) {
             MetricSource::Query(q.clone())
@@ -1352,18 +1423,31 @@ impl Validator {
                 None
             }
         };
+        let provider_namespace = a
+            .provider_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| namespace.to_owned());
+        if self.no_cross_namespace_refs && provider_namespace != namespace {
+            self.error(
+                format!("{field}.providerRef.namespace"),
+                format!(
+                    "can't access alert provider {}.{provider_namespace}, cross-namespace references are blocked (--no-cross-namespace-refs)",
+                    provider_name.as_deref().unwrap_or("")
+                ),
+            );
+            return None;
+        }
         Some(Alert {
             name: name?,
             severity: severity?,
             provider_name: provider_name?,
-            provider_namespace: a
-                .provider_namespace
-                .clone()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| namespace.to_owned()),
+            provider_namespace,
         })
     }
 }
+
+mod passthrough;
 
 #[cfg(test)]
 mod tests;

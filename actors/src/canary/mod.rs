@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use flagger_rollout::spec::{InvalidSpec, SpecError};
+use flagger_rollout::spec::{InvalidSpec, SpecError, ValidationOptions};
 use flagger_rollout::{
     BuiltinMetric, CanarySpec, CanaryStatus, Decision, Gather, MeshProvider, MetricOutcome,
     MetricSource, MetricValue, Observations, Observed, Outcome, Phase, Routes, Timestamp, decide,
@@ -51,7 +51,7 @@ use tracing::{Instrument, debug, error, info_span};
 
 use crate::cache::Caches;
 use crate::crd::Canary;
-use crate::crd::convert::{canary_spec, status_from_crd};
+use crate::crd::convert::{canary_spec_with, status_from_crd};
 use crate::key::CanaryKey;
 use crate::kubeops::{CanaryRef, SelectorLabel};
 use crate::messages::{
@@ -77,6 +77,18 @@ pub struct Settings {
     pub config_tracking: bool,
     /// `--max-concurrent-canaries` (None: unlimited).
     pub max_concurrent_canaries: Option<u32>,
+    /// `--no-cross-namespace-refs`.
+    pub no_cross_namespace_refs: bool,
+}
+
+impl Settings {
+    /// What a valid Canary is under these settings.
+    pub fn validation(&self) -> ValidationOptions {
+        ValidationOptions {
+            default_provider: self.default_provider,
+            no_cross_namespace_refs: self.no_cross_namespace_refs,
+        }
+    }
 }
 
 /// What every CanaryActor shares.
@@ -196,7 +208,7 @@ impl CanaryActor {
 
     /// Would a tick now do something the cadence should not wait for?
     fn poke_matters(&self) -> bool {
-        let Ok(spec) = canary_spec(&self.canary, self.env.settings.default_provider) else {
+        let Ok(spec) = canary_spec_with(&self.canary, self.env.settings.validation()) else {
             return false;
         };
         if !self.status.is_initialized() {
@@ -419,7 +431,7 @@ fn now() -> Timestamp {
 
 /// The spec, or why the canary cannot run (including a second Canary on the same target).
 fn validated(input: &TickInput, settings: &Settings) -> Result<CanarySpec, InvalidSpec> {
-    let spec = canary_spec(&input.canary, settings.default_provider);
+    let spec = canary_spec_with(&input.canary, settings.validation());
     match (&input.conflict, spec) {
         (None, spec) => spec,
         (Some(conflict), Ok(_)) => Err(InvalidSpec {
@@ -639,6 +651,7 @@ async fn invalid_tick(env: &Env, input: &TickInput, invalid: &InvalidSpec) -> Ti
         Observed::Missing,
     );
     let decision = decide_invalid(invalid, &input.status, &obs);
+    debug!(msg = "spec invalid, nothing to do until it is fixed", error = %invalid);
     let first_report = decision
         .actions
         .iter()

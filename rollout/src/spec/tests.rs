@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use serde_json::json;
 
 /// The seed's Canary (podinfo.test, stepWeight 10, maxWeight 50, threshold 5, two builtin metrics,
 /// one load-test webhook), as the CRD layer would hand it over.
@@ -329,6 +330,81 @@ fn each_invalid_field_is_named() {
             "{what}: expected an error on {field}, got {fields:?}"
         );
     }
+}
+
+#[test]
+fn free_form_istio_blocks_are_checked_where_the_user_wrote_them() {
+    let mut input = seed();
+    let a = input.analysis.as_mut().unwrap();
+    a.matches = vec![json!({"headers": {"x-canary": "insider"}})];
+    a.session_affinity = Some(json!({"cookieName": "c", "primaryCookieName": "c"}));
+    let s = input.service.as_mut().unwrap();
+    s.matches = vec![json!({"uri": {"prefix": "/"}}), json!("/api")];
+    s.cors_policy = Some(json!({"allowOrigins": [{"exact": 7}]}));
+    assert_eq!(
+        fields_of(&input),
+        vec![
+            "spec.service.match[1]",
+            "spec.service.corsPolicy.allowOrigins[0].exact",
+            "spec.analysis.match[0].headers.x-canary",
+            "spec.analysis.sessionAffinity.primaryCookieName",
+        ]
+    );
+}
+
+#[test]
+fn cross_namespace_references_are_refused_only_when_asked() {
+    let mut input = seed();
+    let a = input.analysis.as_mut().unwrap();
+    a.metrics.push(MetricInput {
+        name: Some("errors".into()),
+        template_ref: Some(TemplateRefInput {
+            name: Some("errors".into()),
+            namespace: Some("shared".into()),
+        }),
+        ..Default::default()
+    });
+    a.alerts.push(AlertInput {
+        name: Some("on-call".into()),
+        provider_name: Some("slack".into()),
+        provider_namespace: Some("shared".into()),
+        ..Default::default()
+    });
+    // Same namespace written out explicitly: always fine.
+    a.alerts.push(AlertInput {
+        name: Some("team".into()),
+        provider_name: Some("slack".into()),
+        provider_namespace: Some("test".into()),
+        ..Default::default()
+    });
+    let allowed = CanarySpec::new(&input, MeshProvider::Istio).unwrap();
+    assert_eq!(
+        allowed.analysis.metrics[2].source,
+        MetricSource::Template {
+            name: "errors".into(),
+            namespace: "shared".into()
+        }
+    );
+    let options = ValidationOptions {
+        default_provider: MeshProvider::Istio,
+        no_cross_namespace_refs: true,
+    };
+    let err = CanarySpec::new_with(&input, options).unwrap_err();
+    assert_eq!(
+        err.fields(),
+        vec![
+            "spec.analysis.metrics[2].templateRef.namespace",
+            "spec.analysis.alerts[0].providerRef.namespace",
+        ]
+    );
+    assert_eq!(
+        err.errors[0].problem,
+        "can't access metric template errors.shared, cross-namespace references are blocked (--no-cross-namespace-refs)"
+    );
+    assert_eq!(
+        err.errors[1].problem,
+        "can't access alert provider slack.shared, cross-namespace references are blocked (--no-cross-namespace-refs)"
+    );
 }
 
 #[test]
