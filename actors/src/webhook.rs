@@ -7,7 +7,9 @@
 //! - Every attempt has the hook's `timeout` (default 10 s). Connection errors, timeouts, 429 and
 //!   5xx other than 501 are retried up to `retries` times with exponential backoff (1 s … 30 s,
 //!   `Retry-After` honoured); when they run out the error reads as upstream's
-//!   `POST <url> giving up after N attempt(s)`. Other statuses are a [`HookResponse::Rejected`]
+//!   `POST <url> giving up after N attempt(s)`, followed by the reason (the last status and the
+//!   start of its body, or the transport error), so a 5xx, a timeout and a refused connection
+//!   read differently. Other statuses are a [`HookResponse::Rejected`]
 //!   whose text is the response body.
 //! - `disableTLS` skips certificate verification. Requests per host are bounded.
 //! - Texts show URLs without userinfo and query; the global event webhook URL is a secret and is
@@ -27,7 +29,7 @@ use crate::http::{
     ClientOptions, HostLimiter, HttpClients, HttpError, describe_error, display_url,
 };
 use crate::key::CanaryKey;
-use crate::secret::SecretString;
+use crate::secret::{SecretString, redact};
 
 /// The JSON body of a webhook call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -107,9 +109,14 @@ impl HookResponse {
 /// The call did not produce a final answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
-    /// Retryable statuses (429, 5xx except 501) until the retries ran out.
-    #[error("POST {url} giving up after {attempts} attempt(s)")]
-    GaveUp { url: String, attempts: u32 },
+    /// Retryable statuses (429, 5xx except 501) until the retries ran out; `last` is the last
+    /// answer (`status 503: <body>`, body truncated, credentials of the URL scrubbed).
+    #[error("POST {url} giving up after {attempts} attempt(s): {last}")]
+    GaveUp {
+        url: String,
+        attempts: u32,
+        last: String,
+    },
     /// Timeouts or connection errors until the retries ran out.
     #[error("POST {url} giving up after {attempts} attempt(s): {reason}")]
     Unreachable {
@@ -121,6 +128,39 @@ pub enum WebhookError {
     InvalidUrl { url: String },
     #[error("{0}")]
     Client(#[from] HttpError),
+}
+
+/// Longest part of a response body quoted in an error.
+const MAX_BODY_IN_ERROR: usize = 200;
+
+/// `status 503: <first 200 bytes of the body on one line>`, without the URL's password or query
+/// values (a server may echo its request).
+fn last_answer(url: &str, status: u16, body: &str) -> String {
+    let mut text: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.len() > MAX_BODY_IN_ERROR {
+        let mut end = MAX_BODY_IN_ERROR;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    let secrets: Vec<SecretString> = reqwest::Url::parse(url)
+        .map(|u| {
+            u.password()
+                .map(str::to_owned)
+                .into_iter()
+                .chain(u.query_pairs().map(|(_, v)| v.into_owned()))
+                .map(SecretString::new)
+                .collect()
+        })
+        .unwrap_or_default();
+    let text = redact(&text, &secrets);
+    if text.is_empty() {
+        format!("status {status}")
+    } else {
+        format!("status {status}: {text}")
+    }
 }
 
 /// The result of one hook call in the form `decide` consumes.
@@ -277,9 +317,11 @@ impl Inner {
                         return Ok(HookResponse::Rejected { status, body });
                     }
                     if last {
+                        let body = response.text().await.unwrap_or_default();
                         return Err(WebhookError::GaveUp {
                             url: shown_url,
                             attempts,
+                            last: last_answer(url, status, &body),
                         });
                     }
                     response

@@ -147,7 +147,10 @@ async fn server_errors_are_retried_then_given_up() {
     let err = call(&a, h).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("POST {}/check giving up after 2 attempt(s)", sink.url)
+        format!(
+            "POST {}/check giving up after 2 attempt(s): status 503: busy",
+            sink.url
+        )
     );
     assert_eq!(sink.count(), 5);
     let got = sink.requests();
@@ -221,7 +224,10 @@ async fn urls_are_shown_without_credentials() {
     }
     assert_eq!(
         texts[0],
-        format!("POST {}/hook giving up after 1 attempt(s)", sink.url)
+        format!(
+            "POST {}/hook giving up after 1 attempt(s): status 500: boom",
+            sink.url
+        )
     );
     // The credentials were still sent.
     assert_eq!(

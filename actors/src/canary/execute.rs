@@ -6,8 +6,10 @@
 //! - a conflict on a guarded write of the Canary (status, finalizer: someone changed the object
 //!   since the tick read it) also ends the sequence, but quietly: a debug log, no event; the
 //!   caller decides again from the fresh object ([`Executed::conflict`]);
-//! - `Event` and `Notify` never fail the sequence; every event is logged (`msg`, in the canary's
-//!   span), recorded on the Canary and forwarded to the event webhooks;
+//! - `Event` and `Notify` never fail the sequence (an alert whose AlertProvider is missing or
+//!   unusable is skipped with a Warning event naming the provider and the field); every event
+//!   is logged (`msg`, in the canary's span), recorded on the Canary and forwarded to the event
+//!   webhooks;
 //! - `RunHooks` (post-rollout) emits `Post-rollout check <hook> passed` / `Post-rollout hook
 //!   <hook> failed <err>` itself and never fails the sequence;
 //! - `WriteStatus` is the last action; its result is returned so the actor caches what was
@@ -257,13 +259,18 @@ async fn execute_one(
             message,
             fields,
         } => {
+            // A missing or unusable alert provider never stops a rollout; the user hears of it.
+            let (alerts, problems) = alert_routes(caches, t.spec);
+            for problem in &problems {
+                emit_event(ports, t, EventType::Warning, problem);
+            }
             ports.notify.do_send(Notify {
                 canary: t.key.clone(),
                 occurrence: t.occurrence.to_owned(),
                 severity: *severity,
                 message: message.clone(),
                 fields: fields.clone(),
-                alerts: alert_routes(caches, t.spec),
+                alerts,
             });
             Ok(())
         }

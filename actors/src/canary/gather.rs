@@ -23,7 +23,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::ResourceExt;
 
-use crate::cache::{Caches, lookup};
+use crate::cache::{Caches, FlaggerKind, lookup};
 use crate::key::CanaryKey;
 use crate::messages::{CallHook, CheckProviders, RunQueries};
 use crate::metrics::{MetricQuery, MetricsServer, ResolvedTemplate};
@@ -188,8 +188,13 @@ fn resolve_template(
     name: &str,
     namespace: &str,
 ) -> Result<ResolvedTemplate, String> {
-    let template = lookup(&caches.metric_templates, namespace, name)
-        .ok_or_else(|| format!("metric template {name}.{namespace} not found"))?;
+    let template = lookup(&caches.metric_templates, namespace, name).ok_or_else(|| match caches
+        .decode_errors
+        .get(FlaggerKind::MetricTemplate, namespace, name)
+    {
+        Some(e) => format!("metric template {name}.{namespace} cannot be read: {e}"),
+        None => format!("metric template {name}.{namespace} not found"),
+    })?;
     let provider = template
         .spec
         .provider
@@ -312,34 +317,57 @@ pub async fn check_providers(
     }
 }
 
-/// The canary's `analysis.alerts` resolved to destinations; `None` when it has none (the global
-/// notifier is used). Unresolvable ones are logged and skipped.
-pub fn alert_routes(caches: &Caches, spec: &CanarySpec) -> Option<Vec<AlertRoute>> {
+/// The canary's `analysis.alerts` resolved to destinations (`None` when it has none: the global
+/// notifier is used), and a problem text for each alert that cannot be delivered (its provider is
+/// missing, unreadable or unusable); those alerts are skipped, the others still go out.
+pub fn alert_routes(caches: &Caches, spec: &CanarySpec) -> (Option<Vec<AlertRoute>>, Vec<String>) {
     if spec.analysis.alerts.is_empty() {
-        return None;
+        return (None, Vec::new());
     }
     let mut routes = Vec::new();
-    for alert in &spec.analysis.alerts {
+    let mut problems = Vec::new();
+    for (i, alert) in spec.analysis.alerts.iter().enumerate() {
         let (name, namespace) = (&alert.provider_name, &alert.provider_namespace);
+        let field = format!("spec.analysis.alerts[{i}].providerRef");
         let Some(provider) = lookup(&caches.alert_providers, namespace, name) else {
-            tracing::warn!(msg = "alert provider not found", provider = %format!("{name}.{namespace}"));
+            let why = match caches
+                .decode_errors
+                .get(FlaggerKind::AlertProvider, namespace, name)
+            {
+                Some(e) => format!("cannot be read: {e}"),
+                None => "not found".to_owned(),
+            };
+            problems.push(format!(
+                "Alert provider {name}.{namespace} of alert {} ({field}) {why}; alert skipped",
+                alert.name
+            ));
             continue;
         };
-        let secret = provider
+        let secret_name = provider
             .spec
             .secret_ref
             .as_ref()
-            .and_then(|r| r.name.as_deref())
-            .and_then(|s| secret_data(caches, namespace, s));
+            .and_then(|r| r.name.as_deref());
+        let secret = secret_name.and_then(|s| secret_data(caches, namespace, s));
+        if let (Some(secret_name), None) = (secret_name, &secret) {
+            problems.push(format!(
+                "Alert provider {name}.{namespace} of alert {} ({field}): secret {secret_name}.{namespace} not found; alert skipped",
+                alert.name
+            ));
+            continue;
+        }
         match Destination::from_alert_provider(name, namespace, &provider.spec, secret.as_ref()) {
             Ok(destination) => routes.push(AlertRoute {
                 severity: alert.severity,
                 destination,
             }),
-            Err(error) => tracing::warn!(msg = "alert provider unusable", %error),
+            Err(error) => problems.push(format!(
+                "Alert provider {name}.{namespace} of alert {} ({field}) is unusable: {error}; alert skipped",
+                alert.name
+            )),
         }
     }
-    Some(routes)
+    (Some(routes), problems)
 }
 
 #[cfg(test)]
