@@ -533,16 +533,17 @@ pub struct CanaryAlert {
     pub provider_ref: Option<CrossNamespaceRef>,
 }
 
+// Read leniently (see `LenientStatus`): a status field that does not fit its type (a counter
+// beyond `i32`, an unknown phase, a malformed condition) is dropped instead of failing the whole
+// Canary, so a status someone else wrote can never hide a Canary from the operator.
 /// Observed state of a canary release; the durable truth the operator resumes from.
-///
-/// Read leniently (see [`LenientStatus`]): a status field that does not fit its type (a counter
-/// beyond `i32`, an unknown phase, a malformed condition) is dropped instead of failing the whole
-/// Canary, so a status someone else wrote can never hide a Canary from the operator.
 #[derive(Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStatus {
     /// Position in the release state machine.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    // `default` keeps the schema from requiring it (schemars cannot see the Option through
+    // `schema_with`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "phase_schema")]
     pub phase: Option<CanaryPhase>,
     /// Canary weight last written by the operator.
