@@ -26,8 +26,8 @@ use flagger_rollout::status::VALID_CONDITION;
 use flagger_rollout::{
     Action, CanarySpec, CanaryStatus, ConditionStatus, EventType, Gather, HookOutcome, HookType,
     MeshProvider, MetricOutcome, MetricValue, Observations, Observed, Outcome, Phase,
-    PrimaryObservation, ProviderCheck, Readiness, Routes, Strategy as Traffic, TargetObservation,
-    Timestamp, Weights, decide, decide_invalid,
+    PrimaryObservation, ProviderCheck, Readiness, RolloutSlot, Routes, Strategy as Traffic,
+    TargetObservation, Timestamp, Weights, decide, decide_invalid,
 };
 use flagger_testbed::schema::Schema;
 use proptest::prelude::*;
@@ -712,6 +712,7 @@ fn tick(spec: &CanarySpec, w: &mut World) -> Result<(), TestCaseError> {
             Outcome::Gather(Gather::MetricProviders) => {
                 obs.metric_providers = Some(ProviderCheck::Available)
             }
+            Outcome::Gather(Gather::RolloutSlot) => obs.rollout_slot = Some(RolloutSlot::Granted),
         }
     };
     let max = match &spec.analysis.strategy {
