@@ -644,6 +644,7 @@ pub(crate) mod fake {
                 destination_rules: destination_rules.as_reader(),
                 metric_templates: metric_templates.as_reader(),
                 alert_providers: alert_providers.as_reader(),
+                decode_errors: DecodeErrors::default(),
             };
             Self {
                 caches,

@@ -319,6 +319,7 @@ impl World {
                 selector_labels: vec!["app".into()],
                 config_tracking: true,
                 max_concurrent_canaries: None,
+                no_cross_namespace_refs: false,
             }),
             client: None,
             slots: None,
