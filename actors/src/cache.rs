@@ -696,6 +696,96 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
+    fn object(kind: &str, name: &str, spec: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "flagger.app/v1beta1", "kind": kind,
+            "metadata": {"name": name, "namespace": "test", "resourceVersion": "1"},
+            "spec": spec
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn undecodable_canaries_become_placeholders_and_relists_forget_the_gone() {
+        let errors = DecodeErrors::default();
+        let mut d = Decoder::<Canary>::new(errors.clone());
+        let bad = object(
+            "Canary",
+            "bad",
+            serde_json::json!({"service": {"port": 1e10}}),
+        );
+        let good = object(
+            "Canary",
+            "good",
+            serde_json::json!({"service": {"port": 80}}),
+        );
+        assert!(matches!(
+            d.event(watcher::Event::Init),
+            Some(watcher::Event::Init)
+        ));
+        let Some(watcher::Event::InitApply(placeholder)) = d.event(watcher::Event::InitApply(bad))
+        else {
+            panic!("an undecodable Canary is kept as a placeholder");
+        };
+        assert_eq!(placeholder.name_any(), "bad");
+        let why = crate::crd::decode::undecodable_of(&placeholder).unwrap();
+        assert_eq!(why.field, "spec.service.port");
+        assert_eq!(
+            errors.get(FlaggerKind::Canary, "test", "bad"),
+            Some(why.clone())
+        );
+        assert!(matches!(
+            d.event(watcher::Event::InitApply(good.clone())),
+            Some(watcher::Event::InitApply(_))
+        ));
+        d.event(watcher::Event::InitDone);
+        assert!(errors.get(FlaggerKind::Canary, "test", "bad").is_some());
+        // A relist without it forgets the error.
+        d.event(watcher::Event::Init);
+        d.event(watcher::Event::InitApply(good));
+        d.event(watcher::Event::InitDone);
+        assert_eq!(errors.get(FlaggerKind::Canary, "test", "bad"), None);
+    }
+
+    #[test]
+    fn an_unreadable_template_leaves_the_store_and_says_why() {
+        let errors = DecodeErrors::default();
+        let mut d = Decoder::<MetricTemplate>::new(errors.clone());
+        let good = object(
+            "MetricTemplate",
+            "errors",
+            serde_json::json!({"provider": {"type": "prometheus"}, "query": "up"}),
+        );
+        let bad = object(
+            "MetricTemplate",
+            "errors",
+            serde_json::json!({"provider": {"type": "prometheus", "headers": {"x": "not-a-list"}}}),
+        );
+        assert!(matches!(
+            d.event(watcher::Event::Apply(good)),
+            Some(watcher::Event::Apply(_))
+        ));
+        // Edited into something unreadable: removed from the store, not kept stale.
+        let Some(watcher::Event::Delete(gone)) = d.event(watcher::Event::Apply(bad.clone())) else {
+            panic!("an undecodable template is deleted from the store");
+        };
+        assert_eq!(gone.name_any(), "errors");
+        let why = errors
+            .get(FlaggerKind::MetricTemplate, "test", "errors")
+            .unwrap();
+        assert_eq!(why.field, "spec.provider.headers.x");
+        // Not listed at all during a relist.
+        d.event(watcher::Event::Init);
+        assert!(d.event(watcher::Event::InitApply(bad)).is_none());
+        // Deleted: forgotten.
+        let deleted = object("MetricTemplate", "errors", serde_json::json!({}));
+        d.event(watcher::Event::Delete(deleted));
+        assert_eq!(
+            errors.get(FlaggerKind::MetricTemplate, "test", "errors"),
+            None
+        );
+    }
+
     #[test]
     fn strip_drops_managed_fields_and_last_applied_only() {
         let mut cm = ConfigMap::default();
