@@ -12,10 +12,16 @@
 //!   read differently. Other statuses are a [`HookResponse::Rejected`]
 //!   whose text is the response body.
 //! - `disableTLS` skips certificate verification. Requests per host are bounded.
+//! - Events ([`ForwardEvent`]) are queued and the handler returns at once (a slow event webhook
+//!   never delays a tick). Each (destination, canary) pair has its own queue, delivered one at a
+//!   time, so a canary's events arrive in the order they happened, as upstream's synchronous calls
+//!   do; at most [`WebhookConfig::event_queue_capacity`] wait per pair, then the oldest is dropped
+//!   with a log line.
 //! - Texts show URLs without userinfo and query; the global event webhook URL is a secret and is
 //!   never shown at all.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -189,7 +195,7 @@ pub struct CallHook {
 }
 
 /// Forward one Kubernetes event: to the canary's `event` webhooks if it has any, otherwise to the
-/// global `--event-webhook`. Errors are only logged.
+/// global `--event-webhook`. Queued (see the module docs); errors are only logged.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ForwardEvent {
@@ -211,6 +217,8 @@ pub struct WebhookConfig {
     pub backoff_max: Duration,
     /// `--event-webhook` / `EVENT_WEBHOOK_URL`.
     pub event_webhook: Option<SecretString>,
+    /// Events waiting per (destination, canary) before the oldest is dropped.
+    pub event_queue_capacity: usize,
 }
 
 impl Default for WebhookConfig {
@@ -220,6 +228,7 @@ impl Default for WebhookConfig {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             event_webhook: None,
+            event_queue_capacity: 100,
         }
     }
 }
@@ -231,6 +240,25 @@ struct Inner {
     config: WebhookConfig,
     clients: HttpClients,
     limiter: HostLimiter,
+    /// Event queues by (destination URL, canary); a queue goes away when it is drained.
+    event_lanes: RefCell<HashMap<LaneKey, EventLane>>,
+}
+
+/// (destination URL, canary): the unit of ordered event delivery.
+type LaneKey = (String, CanaryKey);
+/// Events waiting for one [`LaneKey`], oldest first.
+type EventLane = Rc<RefCell<VecDeque<EventCall>>>;
+
+/// One event delivery waiting in its lane.
+struct EventCall {
+    /// Hook name for logs (`events` for the global webhook).
+    name: String,
+    url: SecretString,
+    shown: UrlDisplay,
+    timeout: Duration,
+    retries: u32,
+    disable_tls: bool,
+    payload: HookPayload,
 }
 
 /// See the module docs.
@@ -245,6 +273,7 @@ impl WebhookActor {
                 limiter: HostLimiter::new(config.per_host),
                 clients: HttpClients::default(),
                 config,
+                event_lanes: RefCell::new(HashMap::new()),
             }),
         }
     }
@@ -353,6 +382,51 @@ impl Inner {
         }
     }
 
+    /// Queues `call` behind the earlier events of `canary` to the same destination; starts the
+    /// lane's sender when the lane was idle.
+    fn enqueue_event(self: &Rc<Self>, canary: &CanaryKey, call: EventCall) {
+        let key = (call.url.expose().to_owned(), canary.clone());
+        let mut lanes = self.event_lanes.borrow_mut();
+        if let Some(lane) = lanes.get(&key) {
+            let mut queue = lane.borrow_mut();
+            if queue.len() >= self.config.event_queue_capacity.max(1)
+                && let Some(dropped) = queue.pop_front()
+            {
+                warn!(canary = %canary, hook = dropped.name, "event webhook queue full, dropping the oldest event");
+            }
+            queue.push_back(call);
+            return;
+        }
+        let lane = Rc::new(RefCell::new(VecDeque::from([call])));
+        lanes.insert(key.clone(), Rc::clone(&lane));
+        let inner = Rc::clone(self);
+        let span = info_span!("event_webhook", canary = %canary);
+        actix::spawn(async move { inner.drain_events(key, lane).await }.instrument(span));
+    }
+
+    /// Sends a lane's events one at a time, in order; removes the lane once it is empty (no
+    /// await between the emptiness check and the removal, so no event is stranded).
+    async fn drain_events(self: Rc<Self>, key: LaneKey, lane: EventLane) {
+        loop {
+            let next = lane.borrow_mut().pop_front();
+            let Some(call) = next else {
+                self.event_lanes.borrow_mut().remove(&key);
+                return;
+            };
+            let r = self
+                .call(
+                    call.url.expose(),
+                    call.shown,
+                    call.timeout,
+                    call.retries,
+                    call.disable_tls,
+                    &call.payload,
+                )
+                .await;
+            log_event_result(&call.name, &r);
+        }
+    }
+
     /// `min · 2^(attempt-1)` capped at `max`; a `Retry-After` wins when it is longer (capped too).
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let exp = self
@@ -392,59 +466,48 @@ impl Handler<CallHook> for WebhookActor {
 }
 
 impl Handler<ForwardEvent> for WebhookActor {
-    type Result = ResponseFuture<()>;
+    type Result = ();
 
-    fn handle(&mut self, msg: ForwardEvent, _ctx: &mut Self::Context) -> Self::Result {
-        let inner = Rc::clone(&self.inner);
-        let span = info_span!("event_webhook", canary = %msg.canary);
-        Box::pin(
-            async move {
-                let payload_for = |metadata: &BTreeMap<String, String>| {
-                    HookPayload::event(
-                        &msg.canary,
-                        msg.phase,
-                        &msg.checksum,
-                        metadata,
-                        msg.event_type,
-                        &msg.message,
-                        msg.timestamp_ms,
-                    )
-                };
-                if msg.hooks.is_empty() {
-                    let Some(url) = inner.config.event_webhook.clone() else {
-                        return;
-                    };
-                    let payload = payload_for(&BTreeMap::new());
-                    let r = inner
-                        .call(
-                            url.expose(),
-                            UrlDisplay::Hidden,
-                            EVENT_WEBHOOK_TIMEOUT,
-                            0,
-                            false,
-                            &payload,
-                        )
-                        .await;
-                    log_event_result("events", &r);
-                    return;
-                }
-                for hook in &msg.hooks {
-                    let payload = payload_for(&hook.metadata);
-                    let r = inner
-                        .call(
-                            &hook.url,
-                            UrlDisplay::Redacted,
-                            hook.timeout,
-                            hook.retries,
-                            hook.disable_tls,
-                            &payload,
-                        )
-                        .await;
-                    log_event_result(&hook.name, &r);
-                }
-            }
-            .instrument(span),
-        )
+    fn handle(&mut self, msg: ForwardEvent, _ctx: &mut Self::Context) {
+        let payload_for = |metadata: &BTreeMap<String, String>| {
+            HookPayload::event(
+                &msg.canary,
+                msg.phase,
+                &msg.checksum,
+                metadata,
+                msg.event_type,
+                &msg.message,
+                msg.timestamp_ms,
+            )
+        };
+        if msg.hooks.is_empty() {
+            let Some(url) = self.inner.config.event_webhook.clone() else {
+                return;
+            };
+            let call = EventCall {
+                name: "events".to_owned(),
+                url,
+                shown: UrlDisplay::Hidden,
+                timeout: EVENT_WEBHOOK_TIMEOUT,
+                retries: 0,
+                disable_tls: false,
+                payload: payload_for(&BTreeMap::new()),
+            };
+            self.inner.enqueue_event(&msg.canary, call);
+            return;
+        }
+        for hook in &msg.hooks {
+            let call = EventCall {
+                name: hook.name.clone(),
+                url: SecretString::new(hook.url.clone()),
+                shown: UrlDisplay::Redacted,
+                timeout: hook.timeout,
+                retries: hook.retries,
+                disable_tls: hook.disable_tls,
+                payload: payload_for(&hook.metadata),
+            };
+            self.inner.enqueue_event(&msg.canary, call);
+        }
     }
 }
 

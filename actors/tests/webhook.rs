@@ -317,5 +317,96 @@ async fn the_global_event_webhook_is_not_retried() {
     })
     .await
     .unwrap();
+    sink.wait_for(1, Duration::from_secs(5)).await;
+    // A retry would come after `backoff_min`; give it the time to show up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sink.count(), 1, "no retries for the global event webhook");
+}
+
+#[actix::test]
+async fn a_canarys_events_arrive_in_order_and_a_slow_webhook_never_blocks_the_sender() {
+    // Every other request is slow: concurrent delivery would let later events overtake.
+    let sink = Sink::start(|_, i| {
+        Reply::ok("").after(Duration::from_millis(if i % 2 == 0 { 150 } else { 0 }))
+    });
+    let a = WebhookActor::new(WebhookConfig {
+        event_webhook: Some(SecretString::new(format!("{}/events", sink.url))),
+        ..fast()
+    })
+    .start();
+    let started = std::time::Instant::now();
+    for (i, canary) in (0..20).flat_map(|i| [(i, key()), (i, CanaryKey::new("test", "backend"))]) {
+        a.send(ForwardEvent {
+            canary,
+            hooks: vec![],
+            phase: Phase::Progressing,
+            checksum: "rev1".into(),
+            event_type: EventType::Normal,
+            message: format!("event {i}"),
+            timestamp_ms: i,
+        })
+        .await
+        .unwrap();
+    }
+    // Delivering before answering would take 20 × 150 ms.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "sending queued the events: {:?}",
+        started.elapsed()
+    );
+    let got = sink.wait_for(40, Duration::from_secs(20)).await;
+    for name in ["podinfo", "backend"] {
+        let order: Vec<String> = got
+            .iter()
+            .map(|r| r.json())
+            .filter(|b| b["name"] == name)
+            .map(|b| b["metadata"]["eventMessage"].as_str().unwrap().to_owned())
+            .collect();
+        let expected: Vec<String> = (0..20).map(|i| format!("event {i}")).collect();
+        assert_eq!(order, expected, "{name}");
+    }
+    // One delivery at a time per canary.
+    assert!(sink.max_in_flight() <= 2, "{}", sink.max_in_flight());
+}
+
+#[actix::test]
+async fn a_full_event_queue_drops_the_oldest_waiting_event() {
+    let sink = Sink::always(Reply::ok("").after(Duration::from_millis(300)));
+    let a = WebhookActor::new(WebhookConfig {
+        event_webhook: Some(SecretString::new(format!("{}/events", sink.url))),
+        event_queue_capacity: 2,
+        ..fast()
+    })
+    .start();
+    for i in 0..5 {
+        if i == 1 {
+            // "event 0" is in flight before the others queue up.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        a.send(ForwardEvent {
+            canary: key(),
+            hooks: vec![],
+            phase: Phase::Progressing,
+            checksum: "rev1".into(),
+            event_type: EventType::Normal,
+            message: format!("event {i}"),
+            timestamp_ms: i,
+        })
+        .await
+        .unwrap();
+    }
+    let got = sink.wait_for(3, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let messages: Vec<String> = sink
+        .requests()
+        .iter()
+        .map(|r| {
+            r.json()["metadata"]["eventMessage"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    // "event 0" was in flight; of 1..4 only the newest two waited.
+    assert_eq!(messages, ["event 0", "event 3", "event 4"], "{got:?}");
 }
