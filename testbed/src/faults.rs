@@ -10,7 +10,9 @@
 //! (a conflict on a read does not exist on a real server).
 //!
 //! [`Stats`] counts requests by verb (GET, LIST, WATCH, POST, PUT, PATCH, DELETE), by resource
-//! (`deployments.apps`), by verb and resource, and by User-Agent (`GET /testbed/stats`).
+//! (`deployments.apps`), by verb and resource, and by User-Agent (`GET /testbed/stats`); and per
+//! [`ApiCall`] — what an RBAC authorizer is asked (verb, group, resource, subresource, namespace)
+//! and who asked (User-Agent) — so a test can check a Role grants everything a client used.
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -181,6 +183,32 @@ impl Faults {
     }
 }
 
+/// The attributes RBAC authorizes a resource request by, and the client's User-Agent.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiCall {
+    /// RBAC verb: get, list, watch, create, update, patch, delete or deletecollection.
+    pub verb: String,
+    /// API group, `""` for the core group.
+    pub group: String,
+    /// Plural resource name (`deployments`).
+    pub resource: String,
+    /// `status`, `scale`, or `""`.
+    pub subresource: String,
+    /// Namespace of the request, `""` for cluster-wide ones.
+    pub namespace: String,
+    pub user_agent: String,
+}
+
+/// How often one [`ApiCall`] was made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallCount {
+    #[serde(flatten)]
+    pub call: ApiCall,
+    pub count: u64,
+}
+
 /// Request counters (a snapshot is what `GET /testbed/stats` returns).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -198,18 +226,35 @@ pub struct StatsSnapshot {
     pub faults_injected: u64,
     /// Injected errors by status code (`"429"` -> count).
     pub faults_by_code: BTreeMap<String, u64>,
+    /// Every distinct call, in [`ApiCall`] order.
+    pub calls: Vec<CallCount>,
+}
+
+#[derive(Default)]
+struct Counters {
+    totals: StatsSnapshot,
+    calls: BTreeMap<ApiCall, u64>,
 }
 
 #[derive(Clone, Default)]
-pub struct Stats(Arc<Mutex<StatsSnapshot>>);
+pub struct Stats(Arc<Mutex<Counters>>);
 
 impl Stats {
-    fn lock(&self) -> MutexGuard<'_, StatsSnapshot> {
+    fn lock(&self) -> MutexGuard<'_, Counters> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn record(&self, verb: &str, resource: &str, user_agent: &str) {
-        let mut s = self.lock();
+    /// Counts one request; `verb` is the stats name (GET, LIST, WATCH, POST, PUT, PATCH, DELETE).
+    pub fn record(&self, verb: &str, call: ApiCall) {
+        let resource = if call.group.is_empty() {
+            call.resource.clone()
+        } else {
+            format!("{}.{}", call.resource, call.group)
+        };
+        let user_agent = call.user_agent.clone();
+        let mut counters = self.lock();
+        *counters.calls.entry(call).or_default() += 1;
+        let s = &mut counters.totals;
         s.total += 1;
         *s.by_verb.entry(verb.to_string()).or_default() += 1;
         *s.by_resource.entry(resource.to_string()).or_default() += 1;
@@ -225,17 +270,28 @@ impl Stats {
     }
 
     pub fn record_fault(&self, code: u16) {
-        let mut s = self.lock();
+        let s = &mut self.lock().totals;
         s.faults_injected += 1;
         *s.faults_by_code.entry(code.to_string()).or_default() += 1;
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
-        self.lock().clone()
+        let counters = self.lock();
+        StatsSnapshot {
+            calls: counters
+                .calls
+                .iter()
+                .map(|(call, count)| CallCount {
+                    call: call.clone(),
+                    count: *count,
+                })
+                .collect(),
+            ..counters.totals.clone()
+        }
     }
 
     pub fn reset(&self) {
-        *self.lock() = StatsSnapshot::default();
+        *self.lock() = Counters::default();
     }
 }
 
@@ -377,5 +433,42 @@ mod tests {
         .unwrap();
         assert_eq!(f.decide("PUT"), Some(InjectedFault { code: 409 }));
         assert_eq!(f.decide("LIST"), None);
+    }
+
+    #[test]
+    fn calls_are_counted_by_rbac_attributes_and_user_agent() {
+        let stats = Stats::default();
+        let call = |verb: &str, sub: &str, ua: &str| ApiCall {
+            verb: verb.into(),
+            group: "flagger.app".into(),
+            resource: "canaries".into(),
+            subresource: sub.into(),
+            namespace: "test".into(),
+            user_agent: ua.into(),
+        };
+        stats.record("PATCH", call("patch", "status", "flagger"));
+        stats.record("PATCH", call("patch", "status", "flagger"));
+        stats.record("GET", call("get", "", "kubectl"));
+        let s = stats.snapshot();
+        assert_eq!(s.by_verb_and_resource["PATCH canaries.flagger.app"], 2);
+        assert_eq!(
+            s.calls,
+            vec![
+                CallCount {
+                    call: call("get", "", "kubectl"),
+                    count: 1
+                },
+                CallCount {
+                    call: call("patch", "status", "flagger"),
+                    count: 2
+                },
+            ]
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["calls"][1]["subresource"], "status");
+        assert_eq!(json["calls"][1]["userAgent"], "flagger");
+        assert_eq!(json["calls"][1]["count"], 2);
+        stats.reset();
+        assert!(stats.snapshot().calls.is_empty());
     }
 }

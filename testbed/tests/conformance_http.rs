@@ -251,6 +251,20 @@ async fn custom_resources_are_pruned_defaulted_and_validated() {
     .await;
     assert_eq!(r.body["status"]["phase"], "Ready");
     assert_eq!(r.body["metadata"]["generation"], 1);
+    // Stats name the call as RBAC sees it: group, resource and subresource apart.
+    let calls = tb.stats().snapshot().calls;
+    let status_patch = calls
+        .iter()
+        .find(|c| c.call.verb == "patch" && c.call.subresource == "status")
+        .expect("the status patch is counted");
+    assert_eq!(
+        (
+            status_patch.call.group.as_str(),
+            status_patch.call.resource.as_str(),
+            status_patch.call.namespace.as_str()
+        ),
+        ("example.com", "widgets", "default")
+    );
 
     // Strategic merge patch is not served for custom resources (as on a real server).
     let r = call(

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::faults::ApiCall;
 use crate::patch::{self, PatchError};
 use crate::registry::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -107,6 +108,20 @@ impl Verb {
             Verb::Delete | Verb::DeleteCollection => "DELETE",
         }
     }
+
+    /// The verb an RBAC rule must grant.
+    fn rbac_name(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Watch => "watch",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+            Verb::DeleteCollection => "deletecollection",
+        }
+    }
 }
 
 struct Ctx<'a> {
@@ -165,8 +180,17 @@ async fn serve(st: &ApiState, req: Request) -> Result<Response, ApiError> {
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("unknown");
-    st.stats
-        .record(verb.stat_name(), &rt.qualified(), user_agent);
+    st.stats.record(
+        verb.stat_name(),
+        ApiCall {
+            verb: verb.rbac_name().to_owned(),
+            group: rt.group.clone(),
+            resource: rt.plural.clone(),
+            subresource: target.subresource.clone().unwrap_or_default(),
+            namespace: target.namespace.clone().unwrap_or_default(),
+            user_agent: user_agent.to_owned(),
+        },
+    );
     let latency = st.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
