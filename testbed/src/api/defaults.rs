@@ -1,6 +1,8 @@
 //! Defaults the real API server fills in for built-in types (the subset clients rely on:
 //! Deployment replicas/strategy/limits, Service type and port protocol/targetPort). Applied on
 //! every write, only where a field is missing, so writing back a read object stays a no-op.
+//! Also Secret `stringData`, which the API server merges into `data` (base64) and never stores.
+use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::store::ResourceId;
@@ -9,6 +11,7 @@ pub fn apply(r: &ResourceId, obj: &mut Value) {
     match (r.group.as_str(), r.plural.as_str()) {
         ("apps", "deployments") => deployment(obj),
         ("", "services") => service(obj),
+        ("", "secrets") => secret(obj),
         _ => {}
     }
 }
@@ -53,6 +56,26 @@ fn service(obj: &mut Value) {
     }
 }
 
+/// `stringData` entries overwrite `data` entries of the same key, encoded; `stringData` goes.
+fn secret(obj: &mut Value) {
+    let Some(m) = obj.as_object_mut() else { return };
+    let Some(Value::Object(string_data)) = m.remove("stringData") else {
+        return;
+    };
+    let data = m.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (k, v) in string_data {
+            if let Some(text) = v.as_str() {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+                data.insert(k, Value::String(encoded));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +92,15 @@ mod tests {
         assert_eq!(s["spec"]["ports"][0]["targetPort"], json!(80));
         assert_eq!(s["spec"]["ports"][1]["targetPort"], json!("http"));
         assert_eq!(s["spec"]["type"], json!("ClusterIP"));
+    }
+
+    #[test]
+    fn secret_string_data_is_merged_into_data() {
+        let mut s = json!({"data": {"a": "b2xk", "keep": "eA=="}, "stringData": {"a": "new"}});
+        apply(&ResourceId::new("", "secrets"), &mut s);
+        assert_eq!(s, json!({"data": {"a": "bmV3", "keep": "eA=="}}));
+        let mut only = json!({"stringData": {"token": "s3cr3t"}});
+        apply(&ResourceId::new("", "secrets"), &mut only);
+        assert_eq!(only, json!({"data": {"token": "czNjcjN0"}}));
     }
 }
