@@ -1,7 +1,8 @@
 //! Command line of the `flagger` binary.
 //!
 //! `flagger [FLAGS]` runs the operator (like upstream's `flagger -kubeconfig ...`), `flagger run
-//! [FLAGS]` does the same, and `flagger crd` prints the CustomResourceDefinitions. Every operator flag
+//! [FLAGS]` does the same, `flagger crd` prints the CustomResourceDefinitions and `flagger demo`
+//! shows a promotion and a rollback on a simulated cluster. Every operator flag
 //! also reads an environment variable. Secret values (webhook URLs, tokens, proxy URLs that may carry
 //! credentials) are held in [`Secret`], whose `Debug` and `Display` never show the value, and their
 //! environment values are hidden from `--help`.
@@ -44,6 +45,9 @@ pub enum Command {
     Run(RunArgs),
     /// Print Flagger's CustomResourceDefinitions as YAML, or write them to a directory.
     Crd(CrdArgs),
+    /// Show a canary release on a simulated cluster: a promotion, then a rollback (no Kubernetes
+    /// needed).
+    Demo(DemoArgs),
 }
 
 /// Flags of the operator.
@@ -309,6 +313,14 @@ impl CrdArgs {
         }
         Ok(())
     }
+}
+
+/// Flags of `flagger demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Keep the simulated cluster and the operator running after the demo, until Ctrl-C.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Which namespaces the operator watches.

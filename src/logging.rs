@@ -4,8 +4,10 @@
 //! the fields of the enclosing spans (so every line of a canary's tick carries
 //! `canary: "podinfo.test"`) and the event's own fields — `jq .msg` reads like the seed.
 //! `text`: tracing-subscriber's human-readable format.
+//! `flagger demo` sends the same JSON lines to a file ([`init_json_to`]) so its screen stays clean.
 
 use std::io::Write;
+use std::sync::Mutex;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -50,11 +52,41 @@ pub fn init(level: LogLevel, format: LogFormat) {
     let registry = tracing_subscriber::registry().with(filter(level));
     // An error means a subscriber is already installed (tests); keep that one.
     let _ = match format {
-        LogFormat::Json => registry.with(JsonLayer).try_init(),
+        LogFormat::Json => registry.with(JsonLayer(Stdout)).try_init(),
         LogFormat::Text => registry
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stdout))
             .try_init(),
     };
+}
+
+/// Installs a global subscriber that writes JSON lines to `file` (the demo's operator log).
+pub fn init_json_to(level: LogLevel, file: std::fs::File) {
+    let _ = tracing_subscriber::registry()
+        .with(filter(level))
+        .with(JsonLayer(Mutex::new(file)))
+        .try_init();
+}
+
+/// Where JSON lines go.
+trait LineSink: Send + Sync + 'static {
+    fn write_line(&self, line: &str);
+}
+
+struct Stdout;
+
+impl LineSink for Stdout {
+    fn write_line(&self, line: &str) {
+        // A closed stdout cannot be reported anywhere else.
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+}
+
+impl LineSink for Mutex<std::fs::File> {
+    fn write_line(&self, line: &str) {
+        let mut file = self.lock().unwrap_or_else(|e| e.into_inner());
+        // Nowhere to report a failing log file either.
+        let _ = writeln!(file, "{line}");
+    }
 }
 
 #[derive(Default)]
@@ -92,9 +124,9 @@ impl Fields {
     }
 }
 
-struct JsonLayer;
+struct JsonLayer<W>(W);
 
-impl<S> Layer<S> for JsonLayer
+impl<S, W: LineSink> Layer<S> for JsonLayer<W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -138,8 +170,6 @@ where
             "logger".to_owned(),
             Value::String(event.metadata().target().to_owned()),
         );
-        let mut out = std::io::stdout().lock();
-        // A closed stdout cannot be reported anywhere else.
-        let _ = writeln!(out, "{}", Value::Object(line));
+        self.0.write_line(&Value::Object(line).to_string());
     }
 }

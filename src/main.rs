@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod demo;
 mod logging;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().into_command() {
         Command::Crd(args) => args.execute(),
         Command::Run(args) => run_operator(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 
