@@ -43,37 +43,41 @@ reads come from watches (get/list/watch), writes are create/update/patch, and de
 finalization removes objects the operator created.
 */}}
 {{- define "flagger.rules" -}}
-# Canaries: watched; finalizer added/removed for revertOnDeletion; progress kept in .status.
+# Exactly the calls the operator makes (tests/e2e_install.rs compares them with a real run).
+# Writes use create, update (with resourceVersion) and JSON merge patch; nothing is deleted:
+# generated objects go with their Canary through owner references (garbage collection).
+# Canaries: watched; a merge patch adds/removes the revertOnDeletion finalizer.
 - apiGroups: ["flagger.app"]
   resources: ["canaries"]
-  verbs: ["get", "list", "watch", "update", "patch"]
+  verbs: ["list", "watch", "patch"]
+# Progress is kept in .status (merge patch; re-read after a conflict).
 - apiGroups: ["flagger.app"]
   resources: ["canaries/status"]
-  verbs: ["get", "update", "patch"]
+  verbs: ["get", "patch"]
 # Owner references with blockOwnerDeletion on generated objects need update on the owner's finalizers.
 - apiGroups: ["flagger.app"]
   resources: ["canaries/finalizers"]
   verbs: ["update"]
 - apiGroups: ["flagger.app"]
   resources: ["metrictemplates", "alertproviders"]
-  verbs: ["get", "list", "watch"]
-# Targets and their -primary clones (scaled, copied on promotion, restored on deletion).
+  verbs: ["list", "watch"]
+# Targets and their -primary clones: created and updated; the target's replicas patched (scaling).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "update", "patch"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-# Apex, -primary and -canary Services.
+  verbs: ["get", "list", "watch", "create", "update"]
+# Apex, -primary and -canary Services; a pre-existing apex Service's selector is patched back on
+# deletion (revertOnDeletion).
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "update", "patch"]
 # Config tracking reads the target's ConfigMaps/Secrets and writes their -primary copies; Secrets are
-# also read for metric-provider credentials and alert-provider addresses. Copies are removed by
-# garbage collection (owner references), so no delete.
+# also read for metric-provider credentials and alert-provider addresses.
 - apiGroups: [""]
   resources: ["configmaps", "secrets"]
-  verbs: ["get", "list", "watch", "create", "update", "patch"]
+  verbs: ["get", "list", "watch", "create", "update"]
 # Events on Canaries; repeats are folded into a count bump (patch).
 - apiGroups: [""]
   resources: ["events"]
@@ -81,5 +85,5 @@ finalization removes objects the operator created.
 # Istio traffic routing.
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices", "destinationrules"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "update"]
 {{- end -}}

@@ -1,0 +1,158 @@
+//! Reading README.md from the tests: sections, fenced code blocks, shell commands in them.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::path::Path;
+
+pub fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap()
+}
+
+/// The text under `## <heading>` (up to the next `## `), without the heading line.
+pub fn section(markdown: &str, heading: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in markdown.lines() {
+        if let Some(h) = line.strip_prefix("## ") {
+            inside = h.trim() == heading;
+            continue;
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(!out.is_empty(), "README.md has no section `## {heading}`");
+    out
+}
+
+/// A fenced code block: its info string (`sh`, `yaml`, ...), its text and its section heading.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub lang: String,
+    pub text: String,
+    pub section: String,
+}
+
+pub fn code_blocks(markdown: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut section = String::new();
+    let mut current: Option<Block> = None;
+    for line in markdown.lines() {
+        match current.as_mut() {
+            None => {
+                if let Some(h) = line.strip_prefix("## ") {
+                    section = h.trim().to_owned();
+                } else if let Some(info) = line.trim_start().strip_prefix("```") {
+                    current = Some(Block {
+                        lang: info.trim().to_owned(),
+                        text: String::new(),
+                        section: section.clone(),
+                    });
+                }
+            }
+            Some(block) => {
+                if line.trim_start().starts_with("```") {
+                    blocks.push(current.take().unwrap());
+                } else {
+                    block.text.push_str(line);
+                    block.text.push('\n');
+                }
+            }
+        }
+    }
+    assert!(current.is_none(), "README.md has an unclosed code block");
+    blocks
+}
+
+/// The commands of a shell block: comments dropped, `\` continuations joined, words split the way
+/// a POSIX shell would for the simple quoting READMEs use ('...' and "...").
+pub fn commands(block: &Block) -> Vec<Vec<String>> {
+    let mut joined = Vec::new();
+    let mut pending = String::new();
+    for line in block.text.lines() {
+        let line = line.trim();
+        if pending.is_empty() && (line.is_empty() || line.starts_with('#')) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                pending.push_str(head);
+                pending.push(' ');
+            }
+            None => {
+                pending.push_str(line);
+                joined.push(std::mem::take(&mut pending));
+            }
+        }
+    }
+    assert!(pending.is_empty(), "a command ends with `\\`: {pending}");
+    joined.iter().map(|c| words(c)).collect()
+}
+
+fn words(command: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    for ch in command.chars() {
+        match (quote, ch) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(ch);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    assert!(quote.is_none(), "unbalanced quotes in `{command}`");
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+/// Words a README command passes after `--` to the program `cargo run` builds.
+pub fn cargo_run_args(command: &[String]) -> Option<Vec<String>> {
+    if command.first().map(String::as_str) != Some("cargo")
+        || command.get(1).map(String::as_str) != Some("run")
+    {
+        return None;
+    }
+    let dashes = command.iter().position(|w| w == "--")?;
+    Some(command[dashes + 1..].to_vec())
+}
+
+/// `name{a,b}` (or a bare `name`) metric references in backticks: (name, label names).
+pub fn metric_references(text: &str, prefix: &str) -> Vec<(String, Option<Vec<String>>)> {
+    let mut out = Vec::new();
+    for (i, chunk) in text.split('`').enumerate() {
+        // Odd chunks are inside backticks.
+        if i % 2 == 0 || !chunk.starts_with(prefix) {
+            continue;
+        }
+        let (name, labels) = match chunk.split_once('{') {
+            Some((name, rest)) => {
+                let labels = rest.trim_end_matches('}');
+                (
+                    name.to_owned(),
+                    Some(labels.split(',').map(|l| l.trim().to_owned()).collect()),
+                )
+            }
+            None => (chunk.to_owned(), None),
+        };
+        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            out.push((name, labels));
+        }
+    }
+    out
+}
