@@ -183,8 +183,9 @@ async fn scenario(screen: &Screen, dir: &Path, log_path: &Path) -> anyhow::Resul
     let story = async {
         let mut seen = HashMap::new();
         initialize(screen, &cluster, &mut seen, threshold, max_weight).await?;
-        promote(screen, &cluster, &mut seen, threshold, max_weight).await?;
-        roll_back(screen, &cluster, &mut seen, threshold, max_weight).await?;
+        let limits = (threshold, max_weight);
+        release(screen, &cluster, &mut seen, limits, healthy_release()).await?;
+        release(screen, &cluster, &mut seen, limits, faulty_release()).await?;
         show_final_state(screen, &cluster).await
     };
     tokio::select! {
@@ -282,119 +283,171 @@ fn release_done(before: Status) -> impl FnMut(&Status) -> bool {
     }
 }
 
-async fn promote(
-    screen: &Screen,
-    cluster: &Cluster,
-    seen: &mut HashMap<String, i64>,
-    threshold: i64,
-    max_weight: i64,
-) -> anyhow::Result<()> {
-    screen.heading(&format!(
-        "Release 1 of 2: {HEALTHY_IMAGE}, a healthy version"
-    ));
-    screen.command(&format!(
-        "kubectl -n test set image deployment/podinfo podinfod={HEALTHY_IMAGE}"
-    ));
-    let before = cluster.status().await?;
-    cluster.release(HEALTHY_IMAGE, &BTreeMap::new()).await?;
-    let (status, _, took) = follow(
-        screen,
-        cluster,
-        seen,
-        "release 1/2",
-        (threshold, max_weight),
-        RELEASE_TIMEOUT,
-        release_done(before),
-    )
-    .await?;
-    if status.phase != "Succeeded" {
+/// What a release must end with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expected {
+    /// Succeeded, the release's image on the primary.
+    Promotion,
+    /// Failed because its checks failed, the primary untouched.
+    Rollback,
+}
+
+struct Release {
+    label: &'static str,
+    heading: String,
+    image: &'static str,
+    annotations: BTreeMap<&'static str, &'static str>,
+    expected: Expected,
+    /// The primary's image once the release is over.
+    primary_after: &'static str,
+}
+
+/// How a release ended, read from the cluster.
+#[derive(Debug, Clone)]
+struct Ending {
+    status: Status,
+    /// Events of this release.
+    events: Vec<EventRow>,
+    primary_image: String,
+    primary_annotations: BTreeMap<String, String>,
+    weights: (i64, i64),
+}
+
+/// Whether the ending is what the release expects; the sentence that says so.
+fn judge(release: &Release, ending: &Ending) -> anyhow::Result<String> {
+    let Ending {
+        status,
+        events,
+        primary_image,
+        primary_annotations,
+        weights,
+    } = ending;
+    let (phase, verdict) = match release.expected {
+        Expected::Promotion => ("Succeeded", "a promotion"),
+        Expected::Rollback => ("Failed", "a rollback"),
+    };
+    if status.phase != phase {
         bail!(
-            "release 1 (healthy) ended {}, expected Succeeded (a promotion)",
+            "{} ended {:?}, expected {phase} ({verdict})",
+            release.label,
             status.phase
         );
     }
-    let (image, _) = cluster.template_of(&format!("{NAME}-primary")).await?;
-    if image != HEALTHY_IMAGE {
-        bail!("release 1 was reported promoted but podinfo-primary runs {image}");
+    if primary_image != release.primary_after
+        || primary_annotations
+            .keys()
+            .any(|k| k == ERROR_RATE_ANNOTATION)
+    {
+        bail!(
+            "after {} podinfo-primary runs {primary_image} {primary_annotations:?}, expected {}",
+            release.label,
+            release.primary_after
+        );
     }
-    let (primary, canary) = cluster.weights().await?;
-    if (primary, canary) != (100, 0) {
-        bail!("after the promotion the VirtualService routes {primary}/{canary}, not 100/0");
+    if *weights != (100, 0) {
+        bail!(
+            "after {} the VirtualService routes {}/{} (primary/canary), expected 100/0",
+            release.label,
+            weights.0,
+            weights.1
+        );
     }
-    screen.done(
-        &format!("Promoted: podinfo-primary now runs {HEALTHY_IMAGE}"),
-        took,
-    );
-    Ok(())
+    match release.expected {
+        Expected::Promotion => Ok(format!(
+            "Promoted: podinfo-primary now runs {}",
+            release.primary_after
+        )),
+        Expected::Rollback => {
+            let rollback = events
+                .iter()
+                .find(|e| e.message.contains("failed checks threshold reached"))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{} failed, but not because its checks failed (no \"failed checks threshold reached\" event)",
+                        release.label
+                    )
+                })?;
+            let halts = events
+                .iter()
+                .filter(|e| e.message.starts_with("Halt "))
+                .count();
+            Ok(format!(
+                "Rolled back after {halts} halted checks ({}): podinfo-primary still runs {}",
+                rollback.message, release.primary_after
+            ))
+        }
+    }
 }
 
-async fn roll_back(
+async fn release(
     screen: &Screen,
     cluster: &Cluster,
     seen: &mut HashMap<String, i64>,
-    threshold: i64,
-    max_weight: i64,
+    limits: (i64, i64),
+    release: Release,
 ) -> anyhow::Result<()> {
-    screen.heading(&format!(
-        "Release 2 of 2: {FAULTY_IMAGE}, whose pods answer a third of the requests with HTTP 500"
-    ));
+    screen.heading(&release.heading);
     screen.command(&format!(
-        "kubectl -n test set image deployment/podinfo podinfod={FAULTY_IMAGE}"
+        "kubectl -n {NAMESPACE} set image deployment/{NAME} {}={}",
+        cluster::CONTAINER,
+        release.image
     ));
-    screen.line(format!(
-        "  {}",
-        console::style(format!(
-            "(and the pod-template annotation {ERROR_RATE_ANNOTATION}: \"{FAULTY_ERROR_RATE}\", which the simulated mesh obeys)"
-        ))
-        .dim()
-    ));
+    for (key, value) in &release.annotations {
+        screen.line(format!(
+            "  {}",
+            console::style(format!(
+                "(and the pod-template annotation {key}: \"{value}\", which the simulated mesh obeys)"
+            ))
+            .dim()
+        ));
+    }
     let before = cluster.status().await?;
-    let annotations = BTreeMap::from([(ERROR_RATE_ANNOTATION, FAULTY_ERROR_RATE)]);
-    cluster.release(FAULTY_IMAGE, &annotations).await?;
+    cluster.release(release.image, &release.annotations).await?;
     let (status, events, took) = follow(
         screen,
         cluster,
         seen,
-        "release 2/2",
-        (threshold, max_weight),
+        release.label,
+        limits,
         RELEASE_TIMEOUT,
         release_done(before),
     )
     .await?;
-    if status.phase != "Failed" {
-        bail!(
-            "release 2 (HTTP 500 for a third of the requests) ended {}, expected Failed (a rollback)",
-            status.phase
-        );
-    }
-    let halts = events
-        .iter()
-        .filter(|e| e.message.starts_with("Halt "))
-        .count();
-    let rollback = events
-        .iter()
-        .find(|e| e.message.contains("failed checks threshold reached"))
-        .ok_or_else(|| {
-            anyhow!("release 2 failed, but not because its checks failed (no \"failed checks threshold reached\" event)")
-        })?;
-    let (image, annotations) = cluster.template_of(&format!("{NAME}-primary")).await?;
-    if image != HEALTHY_IMAGE || annotations.contains_key(ERROR_RATE_ANNOTATION) {
-        bail!(
-            "after the rollback podinfo-primary runs {image} {annotations:?}, expected {HEALTHY_IMAGE}"
-        );
-    }
-    let (primary, canary) = cluster.weights().await?;
-    if (primary, canary) != (100, 0) {
-        bail!("after the rollback the VirtualService routes {primary}/{canary}, not 100/0");
-    }
-    screen.done(
-        &format!(
-            "Rolled back after {halts} halted checks ({}): podinfo-primary still runs {HEALTHY_IMAGE}",
-            rollback.message
-        ),
-        took,
-    );
+    let (primary_image, primary_annotations) =
+        cluster.template_of(&format!("{NAME}-primary")).await?;
+    let ending = Ending {
+        status,
+        events,
+        primary_image,
+        primary_annotations,
+        weights: cluster.weights().await?,
+    };
+    screen.done(&judge(&release, &ending)?, took);
     Ok(())
+}
+
+fn healthy_release() -> Release {
+    Release {
+        label: "release 1/2",
+        heading: format!("Release 1 of 2: {HEALTHY_IMAGE}, a healthy version"),
+        image: HEALTHY_IMAGE,
+        annotations: BTreeMap::new(),
+        expected: Expected::Promotion,
+        primary_after: HEALTHY_IMAGE,
+    }
+}
+
+fn faulty_release() -> Release {
+    Release {
+        label: "release 2/2",
+        heading: format!(
+            "Release 2 of 2: {FAULTY_IMAGE}, whose pods answer a third of the requests with HTTP 500"
+        ),
+        image: FAULTY_IMAGE,
+        annotations: BTreeMap::from([(ERROR_RATE_ANNOTATION, FAULTY_ERROR_RATE)]),
+        expected: Expected::Rollback,
+        primary_after: HEALTHY_IMAGE,
+    }
 }
 
 async fn show_final_state(screen: &Screen, cluster: &Cluster) -> anyhow::Result<()> {
@@ -406,4 +459,81 @@ async fn show_final_state(screen: &Screen, cluster: &Cluster) -> anyhow::Result<
     screen.line("  ...");
     screen.events(&cluster.events().await?, jiff::Timestamp::now().as_second());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn event(message: &str) -> EventRow {
+        EventRow {
+            uid: message.to_owned(),
+            type_: "Warning".into(),
+            reason: "Synced".into(),
+            from: "flagger".into(),
+            message: message.to_owned(),
+            count: 1,
+            first_seen: 0,
+            last_seen: 0,
+            resource_version: 0,
+        }
+    }
+
+    fn ending(phase: &str, primary_image: &str, events: &[&str]) -> Ending {
+        Ending {
+            status: Status {
+                phase: phase.into(),
+                ..Status::default()
+            },
+            events: events.iter().map(|m| event(m)).collect(),
+            primary_image: primary_image.into(),
+            primary_annotations: BTreeMap::new(),
+            weights: (100, 0),
+        }
+    }
+
+    #[test]
+    fn the_healthy_release_must_be_promoted() {
+        let r = healthy_release();
+        assert!(judge(&r, &ending("Succeeded", HEALTHY_IMAGE, &[])).is_ok());
+        let err = judge(&r, &ending("Failed", INITIAL_IMAGE, &[])).unwrap_err();
+        assert!(err.to_string().contains("expected Succeeded"), "{err}");
+        let err = judge(&r, &ending("Succeeded", INITIAL_IMAGE, &[])).unwrap_err();
+        assert!(err.to_string().contains("podinfo-primary runs"), "{err}");
+        let mut split = ending("Succeeded", HEALTHY_IMAGE, &[]);
+        split.weights = (50, 50);
+        assert!(judge(&r, &split).is_err());
+    }
+
+    #[test]
+    fn the_faulty_release_must_be_rolled_back_by_its_failed_checks() {
+        let r = faulty_release();
+        let rolled_back = [
+            "Halt podinfo.test advancement success rate 98.22% < 99%",
+            "Halt podinfo.test advancement success rate 97.38% < 99%",
+            "Rolling back podinfo.test failed checks threshold reached 2",
+        ];
+        let verdict = judge(&r, &ending("Failed", HEALTHY_IMAGE, &rolled_back)).unwrap();
+        assert!(
+            verdict.starts_with("Rolled back after 2 halted checks"),
+            "{verdict}"
+        );
+        // Promoted although it fails a third of its requests.
+        let err = judge(&r, &ending("Succeeded", FAULTY_IMAGE, &[])).unwrap_err();
+        assert!(err.to_string().contains("expected Failed"), "{err}");
+        // Rolled back for another reason (the progress deadline).
+        let deadline = ["Rolling back podinfo.test progress deadline exceeded"];
+        let err = judge(&r, &ending("Failed", HEALTHY_IMAGE, &deadline)).unwrap_err();
+        assert!(
+            err.to_string().contains("not because its checks failed"),
+            "{err}"
+        );
+        // The faulty pod template reached the primary.
+        let mut leaked = ending("Failed", HEALTHY_IMAGE, &rolled_back);
+        leaked
+            .primary_annotations
+            .insert(ERROR_RATE_ANNOTATION.into(), FAULTY_ERROR_RATE.into());
+        assert!(judge(&r, &leaked).is_err());
+    }
 }
