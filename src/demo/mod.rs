@@ -151,6 +151,12 @@ async fn scenario(screen: &Screen, dir: &Path, log_path: &Path) -> anyhow::Resul
     .iter()
     .map(|s| s.to_string())
     .collect();
+    cluster.install_crds().await?;
+    cluster.apply_manifests().await?;
+    screen.done(
+        "Installed Flagger's CRDs and the seed's namespace test, deployment/podinfo, hpa/podinfo and canary/podinfo",
+        step.elapsed(),
+    );
     screen.line(format!(
         "
   cluster     {api}  a simulated Kubernetes API server with Deployment and HPA controllers
@@ -164,20 +170,13 @@ async fn scenario(screen: &Screen, dir: &Path, log_path: &Path) -> anyhow::Resul
 
   Follow along from another terminal:
     kubectl --kubeconfig {kubeconfig} get canaries -A --watch
-    kubectl --kubeconfig {kubeconfig} -n test describe canary/podinfo
-",
+    kubectl --kubeconfig {kubeconfig} -n test describe canary/podinfo",
         api = cluster.testbed.api_url(),
         rps = cluster::RPS,
         metrics = cluster.testbed.metrics_url(),
         cmd = argv.join(" "),
         log = log_path.display(),
     ));
-    cluster.install_crds().await?;
-    cluster.apply_manifests().await?;
-    screen.done(
-        "Installed Flagger's CRDs and the seed's namespace test, deployment/podinfo, hpa/podinfo and canary/podinfo",
-        step.elapsed(),
-    );
     let mut operator = start_operator(&argv)?;
     let (threshold, max_weight) = cluster.analysis_limits().await?;
     let story = async {
