@@ -27,6 +27,8 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 const READY: Duration = Duration::from_millis(300);
+/// Where `helm::render` installs the chart (`--namespace istio-system`, as in the seed).
+const RELEASE_NAMESPACE: &str = "istio-system";
 
 /// Grants the chart holds although this run may not use them, and why.
 const UNUSED_GRANTS_NEEDED: &[(&str, &str, &str, &str)] = &[
@@ -271,6 +273,9 @@ async fn reconfigure_and_delete(cluster: &Cluster, op: &Operator, ns: &str) {
     );
 }
 
+/// The operator's User-Agent: `flagger-rs/<version> (<identity>)`.
+const OPERATOR_AGENT: &str = concat!("flagger-rs/", env!("CARGO_PKG_VERSION"), " ");
+
 /// The operator's calls (its User-Agent), without the User-Agent.
 fn operator_calls(cluster: &Cluster) -> BTreeSet<ApiCall> {
     let calls: BTreeSet<ApiCall> = cluster
@@ -279,7 +284,7 @@ fn operator_calls(cluster: &Cluster) -> BTreeSet<ApiCall> {
         .snapshot()
         .calls
         .into_iter()
-        .filter(|c| c.call.user_agent == flagger_actors::operator::USER_AGENT)
+        .filter(|c| c.call.user_agent.starts_with(OPERATOR_AGENT))
         .map(|c| ApiCall {
             user_agent: String::new(),
             ..c.call
@@ -287,8 +292,7 @@ fn operator_calls(cluster: &Cluster) -> BTreeSet<ApiCall> {
         .collect();
     assert!(
         calls.len() > 10,
-        "too few operator calls recorded (User-Agent {}?): {calls:?}",
-        flagger_actors::operator::USER_AGENT
+        "too few operator calls recorded (User-Agent {OPERATOR_AGENT}...?): {calls:?}"
     );
     calls
 }
@@ -310,10 +314,11 @@ fn strings(v: &Value) -> Vec<&str> {
 
 /// Checks the calls against the rules of the Role or ClusterRole `kind` that `helm template`
 /// renders with `args`: no wildcards, every call granted, every grant used or explained.
-fn assert_rules_cover(kind: &str, args: &[&str], calls: &BTreeSet<ApiCall>) {
+/// `leases`: the leader election rules only, else every other rule.
+fn assert_rules_cover(kind: &str, args: &[&str], calls: &BTreeSet<ApiCall>, leases: bool) {
     let rules: Vec<Value> = helm::rbac_rules(&helm::render("flagger", args))
         .into_iter()
-        .filter(|(k, rule)| k == kind && !strings(&rule["resources"]).contains(&"leases"))
+        .filter(|(k, rule)| k == kind && strings(&rule["resources"]).contains(&"leases") == leases)
         .map(|(_, rule)| rule)
         .collect();
     assert!(!rules.is_empty(), "no {kind} rendered with {args:?}");
@@ -400,7 +405,18 @@ async fn the_cluster_role_grants_every_call_and_the_readme_metrics_are_exported(
     let _serial = serial().await;
     let cluster = Cluster::start(READY).await;
     let ns = "e2e-install";
-    let op = promotion_and_rollback(&cluster, ns, &[]).await;
+    // As the chart runs it with leaderElection.enabled: the Lease in the release namespace.
+    cluster.namespace(RELEASE_NAMESPACE).await;
+    let op = promotion_and_rollback(
+        &cluster,
+        ns,
+        &[
+            "--enable-leader-election",
+            "--leader-election-namespace",
+            RELEASE_NAMESPACE,
+        ],
+    )
+    .await;
 
     // The README's metrics, scraped from the operator.
     let text = reqwest::get(format!("http://{}/metrics", op.admin))
@@ -454,8 +470,17 @@ async fn the_cluster_role_grants_every_call_and_the_readme_metrics_are_exported(
     );
 
     reconfigure_and_delete(&cluster, &op, ns).await;
-    let calls = operator_calls(&cluster);
-    assert_rules_cover("ClusterRole", &[], &calls);
+    let (leases, others): (BTreeSet<ApiCall>, BTreeSet<ApiCall>) = operator_calls(&cluster)
+        .into_iter()
+        .partition(|c| c.resource == "leases");
+    assert!(!leases.is_empty(), "no Lease calls with leader election");
+    assert!(
+        leases.iter().all(|c| c.namespace == RELEASE_NAMESPACE),
+        "{leases:?}"
+    );
+    let leader = ["--set", "leaderElection.enabled=true"];
+    assert_rules_cover("ClusterRole", &leader, &others, false);
+    assert_rules_cover("Role", &leader, &leases, true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,5 +497,10 @@ async fn the_namespaced_role_grants_every_call_of_an_operator_watching_one_names
         elsewhere.is_empty(),
         "an operator watching {ns} made calls outside it (a Role cannot grant them): {elsewhere:?}"
     );
-    assert_rules_cover("Role", &["--set", &format!("namespace={ns}")], &calls);
+    assert_rules_cover(
+        "Role",
+        &["--set", &format!("namespace={ns}")],
+        &calls,
+        false,
+    );
 }

@@ -303,10 +303,18 @@ mod tests {
     #[test]
     fn stats_tell_clients_apart_by_user_agent() {
         let stats = Stats::default();
-        stats.record("GET", "leases.coordination.k8s.io", "a");
-        stats.record("PUT", "leases.coordination.k8s.io", "a");
-        stats.record("PATCH", "deployments.apps", "b");
-        stats.record("PATCH", "deployments.apps", "b");
+        let call = |verb: &str, group: &str, resource: &str, ua: &str| ApiCall {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: String::new(),
+            namespace: "default".into(),
+            user_agent: ua.into(),
+        };
+        stats.record("GET", call("get", "coordination.k8s.io", "leases", "a"));
+        stats.record("PUT", call("update", "coordination.k8s.io", "leases", "a"));
+        stats.record("PATCH", call("patch", "apps", "deployments", "b"));
+        stats.record("PATCH", call("patch", "apps", "deployments", "b"));
         let s = stats.snapshot();
         assert_eq!(s.by_user_agent["a"], 2);
         let a = &s.by_user_agent_and_request["a"];
