@@ -4,6 +4,9 @@
 //! failed checks, primary image, routes, target replicas) must equal its uninterrupted run, and the
 //! reliability invariants (tests/e2e/invariants.rs) must hold on every change of every run.
 //!
+//! A second test kills the operator right after the promotion's write of the primary, before the
+//! status can say `Promoting` (the narrowest window; it found a divergence, now fixed).
+//!
 //! CI kills 8 times in total (2 per flow). `FLAGGER_KILL_TEST_KILLS=32` runs the full count (a
 //! flow that finishes before its share of kills is run again until the share is used);
 //! `FLAGGER_KILL_TEST_SEED` replays a run. The results are printed either way.
@@ -359,4 +362,58 @@ async fn sigkill_at_random_moments_changes_no_outcome() {
         started.elapsed().as_secs_f64(),
         lines.join("\n")
     );
+}
+
+/// The narrowest window: SIGKILL as soon as the promotion's write of the primary template is
+/// committed, before the operator can persist `Promoting`. The restarted operator must still end
+/// each flow as the uninterrupted run does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_right_after_the_promotion_write_changes_no_outcome() {
+    let _serial = serial().await;
+    let mut lines = Vec::new();
+    for flow in [Flow::Promotion, Flow::PromotionFailure] {
+        let cluster = Cluster::start(READY).await;
+        cluster.namespace(NS).await;
+        cluster.create::<Deployment>(NS, podinfo(NS, V0)).await;
+        let mut op = Operator::start(&cluster, &[]).await;
+        cluster
+            .create_canary(NS, canary_manifest(flow, &cluster.testbed.metrics_url()))
+            .await;
+        cluster
+            .wait_phase(&op, NS, "podinfo", "Initialized", Duration::from_secs(30))
+            .await;
+        let mut feed = cluster.testbed.store().subscribe();
+        trigger(&cluster, flow).await;
+        let promoted = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let e = feed.recv().await.unwrap();
+                let o = &e.object;
+                if e.resource.plural == "deployments"
+                    && o["metadata"]["name"] == "podinfo-primary"
+                    && o["spec"]["template"]["spec"]["containers"][0]["image"] == V1
+                {
+                    return;
+                }
+            }
+        })
+        .await;
+        op.kill();
+        assert!(promoted.is_ok(), "{flow:?}: no promotion within 60 s");
+        let phase_at_kill = cluster.phase(NS, "podinfo").await.unwrap_or_default();
+        let op = Operator::start(&cluster, &[]).await;
+        let final_phase = if flow == Flow::Promotion {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
+        cluster
+            .wait_phase(&op, NS, "podinfo", final_phase, Duration::from_secs(60))
+            .await;
+        let o = outcome(&cluster).await;
+        lines.push(format!(
+            "{flow:?}: killed in phase {phase_at_kill} -> {o:?}"
+        ));
+        println!("{}", lines.last().unwrap());
+        assert_expected(flow, &o);
+    }
 }

@@ -405,13 +405,14 @@ impl Workloads {
             let target = self.target(c).await?;
             let tracked = self.tracked(c, &target).await?;
             self.copy_configs(c, &tracked).await?;
-            let desired = build::primary_deployment(
+            let mut desired = build::primary_deployment(
                 c,
                 &target,
                 &tracked.names(),
                 &self.config.include_label_prefixes,
                 &uuid::Uuid::new_v4().to_string(),
             )?;
+            build::stamp_revision(&mut desired, &tracked.revision_of(&target));
             let id = ObjectId::new("Deployment", ns, &c.spec.primary_name());
             // Never modify an existing primary here: promotion does that.
             upsert(
@@ -478,7 +479,8 @@ impl Workloads {
         let names = tracked.names();
         let prefixes = &self.config.include_label_prefixes;
         let flagger_id = uuid::Uuid::new_v4().to_string();
-        let desired = build::primary_deployment(c, &target, &names, prefixes, &flagger_id)?;
+        let mut desired = build::primary_deployment(c, &target, &names, prefixes, &flagger_id)?;
+        build::stamp_revision(&mut desired, &tracked.revision_of(&target));
         let id = ObjectId::new("Deployment", ns, &c.spec.primary_name());
         let written = update_existing(
             &self.deployments(ns),
@@ -570,6 +572,13 @@ pub struct Tracked {
 }
 
 impl Tracked {
+    /// The revision of `target` with these tracked configs (pod template + config checksums).
+    pub fn revision_of(&self, target: &Deployment) -> String {
+        let template =
+            serde_json::to_value(target.spec.as_ref().map(|s| &s.template)).unwrap_or_default();
+        revision(&template, &self.checksums())
+    }
+
     pub fn names(&self) -> build::TrackedNames {
         build::TrackedNames {
             config_maps: self.config_maps.keys().cloned().collect(),
@@ -621,6 +630,29 @@ pub mod build {
 
     /// Annotation of the primary pod template that changes on every promotion.
     pub const FLAGGER_ID: &str = "flagger-id";
+    /// Annotation of the primary Deployment (not its pods): the target revision it was created
+    /// or last promoted from. A tick that finds it equal to the revision under analysis knows
+    /// the promotion was written even if the status saying so was lost.
+    pub const PROMOTED_REVISION: &str = "flagger.app/promoted-revision";
+
+    /// Records on `primary` the target revision it is built from (see [`PROMOTED_REVISION`]).
+    pub fn stamp_revision(primary: &mut Deployment, revision: &str) {
+        primary
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(PROMOTED_REVISION.to_owned(), revision.to_owned());
+    }
+
+    /// The revision recorded by [`stamp_revision`].
+    pub fn promoted_revision(primary: &Deployment) -> Option<String> {
+        primary
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(PROMOTED_REVISION)
+            .cloned()
+    }
     /// ConfigMaps/Secrets annotated with a value starting with `disable` are not tracked.
     pub const CONFIG_TRACKING_ANNOTATION: &str = "flagger.app/config-tracking";
 
@@ -1279,6 +1311,7 @@ pub mod build {
                 spec.progress_deadline,
                 now,
             ),
+            revision: promoted_revision(primary),
         }
     }
 }

@@ -673,6 +673,7 @@ fn tick(spec: &CanarySpec, w: &mut World) -> Result<(), TestCaseError> {
         }),
         Observed::Found(PrimaryObservation {
             readiness: Readiness::Ready,
+            revision: None,
         }),
         Observed::Found(Routes {
             weights: w.weights,

@@ -218,6 +218,13 @@ fn rule_tick(t: &mut Tick) -> Step {
         return Ok(());
     }
 
+    let phase = if promotion_already_written(t, target) {
+        t.next.phase = Phase::Promoting;
+        Phase::Promoting
+    } else {
+        phase
+    };
+
     if !t.spec.skip_analysis {
         match t.readiness(Workload::Primary, &primary_readiness(t.obs, t.spec)) {
             Verdict::Ready => {}
@@ -297,6 +304,21 @@ fn rule_tick(t: &mut Tick) -> Step {
         Strategy::BlueGreen { iterations } => rule_blue_green(t, *iterations, routes),
         Strategy::AbTesting { iterations } => rule_ab_testing(t, *iterations),
     }
+}
+
+/// The status says the analysis runs, but the primary already carries the revision under
+/// analysis: the promotion was written and the status saying `Promoting` was not (the operator
+/// died in between, or the status write failed). The run goes on as Promoting, so a primary that
+/// never becomes ready fails the promotion (traffic to the canary) instead of the analysis.
+fn promotion_already_written(t: &Tick, target: &TargetObservation) -> bool {
+    let Observed::Found(primary) = &t.obs.primary else {
+        return false;
+    };
+    t.prev.phase.is_analysing()
+        && !t.prev.last_applied_spec.is_empty()
+        && target.revision == t.prev.last_applied_spec
+        && target.revision != t.prev.last_promoted_spec
+        && primary.revision.as_deref() == Some(target.revision.as_str())
 }
 
 /// `spec.suspend`: nothing but an event, every tick.

@@ -23,7 +23,7 @@
 //! let mut obs = Observations::new(
 //!     Timestamp::from_unix_millis(1_700_000_000_000),
 //!     Observed::Found(TargetObservation { revision: "abc".into(), tracked_configs: Default::default(), readiness: Readiness::Ready }),
-//!     Observed::Found(PrimaryObservation { readiness: Readiness::Ready }),
+//!     Observed::Found(PrimaryObservation { readiness: Readiness::Ready, revision: None }),
 //!     Observed::Missing,
 //! );
 //! let decision = loop {

@@ -50,6 +50,12 @@ pub struct TargetObservation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PrimaryObservation {
     pub readiness: Readiness,
+    /// The target revision the primary was last created or promoted from (recorded on the
+    /// Deployment by the operator; `None` when it carries none). Lets a tick see that a
+    /// promotion was written although the status saying so was not (a crash or a failed status
+    /// write in between).
+    #[serde(default)]
+    pub revision: Option<String>,
 }
 
 /// Current routes as read from the mesh object (never remembered between ticks).

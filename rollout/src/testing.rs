@@ -360,6 +360,7 @@ impl Obs {
                 }),
                 Observed::Found(PrimaryObservation {
                     readiness: Readiness::Ready,
+                    revision: None,
                 }),
                 Observed::Found(Routes {
                     weights: Weights::ALL_PRIMARY,
@@ -422,7 +423,10 @@ impl Obs {
     }
 
     pub fn with_primary(mut self, readiness: Readiness) -> Self {
-        self.base.primary = Observed::Found(PrimaryObservation { readiness });
+        self.base.primary = Observed::Found(PrimaryObservation {
+            readiness,
+            revision: None,
+        });
         self
     }
 
@@ -627,6 +631,7 @@ impl World {
         obs.base.primary = if self.primary_exists {
             Observed::Found(PrimaryObservation {
                 readiness: Self::readiness(self.primary_pending, "replicas"),
+                revision: Some(self.primary_revision.clone()),
             })
         } else {
             Observed::Missing
@@ -639,13 +644,25 @@ impl World {
 
     /// One tick: observe, decide, execute; then time passes by `requeue_after`.
     pub fn tick(&mut self) -> Tick {
+        self.tick_with(true)
+    }
+
+    /// A tick whose status write is lost: the operator died right after its other writes (or
+    /// the status write failed). The next tick starts from the previous status.
+    pub fn tick_losing_the_status_write(&mut self) -> Tick {
+        self.tick_with(false)
+    }
+
+    fn tick_with(&mut self, write_status: bool) -> Tick {
         // Rollouts progress between ticks.
         self.target_pending = self.target_pending.saturating_sub(1);
         self.primary_pending = self.primary_pending.saturating_sub(1);
         let tick = run_tick(&self.spec, &self.status, &self.observe());
         self.gathers.extend(tick.gathered.iter().cloned());
         for action in &tick.decision.actions {
-            self.execute(action);
+            if write_status || !matches!(action, Action::WriteStatus(_)) {
+                self.execute(action);
+            }
         }
         self.now += i64::try_from(tick.decision.requeue_after.as_millis()).unwrap();
         tick

@@ -554,7 +554,8 @@ mod tests {
         assert_eq!(
             primary,
             Observed::Found(PrimaryObservation {
-                readiness: Readiness::Ready
+                readiness: Readiness::Ready,
+                revision: None,
             })
         );
         // Without autoscalerRef the HPA is not consulted.

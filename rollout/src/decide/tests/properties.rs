@@ -125,7 +125,10 @@ prop_compose! {
         target in observed((revision(), readiness()).prop_map(|(revision, readiness)| TargetObservation {
             revision, tracked_configs: BTreeMap::new(), readiness,
         })),
-        primary in observed(readiness().prop_map(|readiness| PrimaryObservation { readiness })),
+        primary in observed(readiness().prop_map(|readiness| PrimaryObservation {
+            readiness,
+            revision: None,
+        })),
         routes in observed((0u8..=100, any::<bool>()).prop_map(|(w, mirrored)| Routes {
             weights: Weights::with_canary(w), mirrored,
         })),

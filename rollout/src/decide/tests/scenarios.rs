@@ -6,6 +6,7 @@ use crate::phase::Phase;
 use crate::spec::HookType;
 use crate::status::CanaryStatus;
 use crate::testing::{Canary, NEW, PROMOTED, World};
+use crate::weights::Weights;
 
 /// The seed's promotion with stepWeight 5 / maxWeight 50.
 #[test]
@@ -201,6 +202,65 @@ fn a_never_ready_canary_rolls_back_after_the_progress_deadline() {
         "no metric or hook while the canary never got ready: {:?}",
         world.gathers
     );
+}
+
+/// The promotion is written but its status is lost (crash or failed write): the next tick sees
+/// the primary already on the analysed revision and goes on as Promoting, so the outcome is the
+/// uninterrupted one — whether the primary becomes ready (Succeeded) or never does (Failed, all
+/// traffic on the canary).
+#[test]
+fn a_promotion_whose_status_write_was_lost_goes_on_as_promoting() {
+    for primary_ready in [true, false] {
+        let mut world = World::new(Canary::test().with_steps(25, 50));
+        if !primary_ready {
+            world.primary_ready_after = None;
+        }
+        world.set_image(NEW);
+        world.run_until(30, |w| {
+            w.primary_revision == NEW || w.routes.weights.canary() == 50
+        });
+        // The next tick promotes; its status write is lost.
+        while world.primary_revision != NEW {
+            world.tick_losing_the_status_write();
+        }
+        assert_eq!(
+            world.phase(),
+            Phase::Progressing,
+            "the status still says Progressing"
+        );
+        let next = world.tick();
+        assert!(
+            matches!(
+                next.decision.next_state.phase,
+                Phase::Promoting | Phase::Finalising
+            ),
+            "{:?} {:#?}",
+            next.decision.next_state.phase,
+            world.events
+        );
+        let done = |w: &World| matches!(w.phase(), Phase::Succeeded | Phase::Failed);
+        world.run_until(40, done);
+        if primary_ready {
+            assert_eq!(world.phase(), Phase::Succeeded, "{:#?}", world.events);
+            assert_eq!(world.routes.weights, Weights::ALL_PRIMARY);
+        } else {
+            assert_eq!(world.phase(), Phase::Failed, "{:#?}", world.events);
+            assert_eq!(
+                world.routes.weights,
+                Weights::ALL_CANARY,
+                "{:#?}",
+                world.events
+            );
+            assert_eq!(world.canary_weight(), 100);
+            assert!(world.target_replicas > 0);
+        }
+        let copies = world
+            .events
+            .iter()
+            .filter(|e| e.starts_with("Copying"))
+            .count();
+        assert_eq!(copies, 1, "promoted once: {:#?}", world.events);
+    }
 }
 
 #[test]
