@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use flagger_rollout::readiness::{DeploymentView, deployment_readiness};
+use flagger_rollout::readiness::{DeploymentView, canary_readiness, deployment_readiness};
 use flagger_rollout::revision::{config_checksum, revision};
 use flagger_rollout::{CanarySpec, PrimaryObservation, TargetObservation, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -1286,7 +1286,7 @@ pub mod build {
         Ok(TargetObservation {
             revision: revision(&template, &checksums),
             tracked_configs: checksums,
-            readiness: deployment_readiness(
+            readiness: canary_readiness(
                 &spec.target_ref.name,
                 &deployment_view(target, hpa),
                 spec.analysis.canary_ready_threshold,

@@ -275,3 +275,69 @@ async fn taken_over_objects_are_restored_on_finalize() {
     assert_eq!(vs_api.get("podinfo").await.unwrap().data["spec"], original);
     tb.shutdown().await;
 }
+
+/// Read-your-writes: while the VirtualService cache lags behind the router's own write (a cut or
+/// relisting watch), reads go to the API server. Otherwise the next tick would see the weights
+/// from before its step and apply it again, or skip a rollback's write because the stale copy
+/// already said 100/0 — leaving traffic on a canary about to be scaled to zero.
+#[actix::test]
+async fn a_cache_behind_the_routers_own_write_is_not_trusted() {
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+    let tb = Testbed::start(Config::default()).await.unwrap();
+    let client = tb.client().unwrap();
+    let vs_api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &virtual_service_resource());
+    let mut writer = Writer::new(virtual_service_resource());
+    let stores = RouterStores {
+        virtual_services: Some(writer.as_reader()),
+        ..RouterStores::default()
+    };
+    let router = RouterActor::new(client, RouterConfig::default(), stores).start();
+    let c = canary();
+    router
+        .send(ReconcileRoutes { canary: c.clone() })
+        .await
+        .unwrap()
+        .unwrap();
+    // The cache holds the VirtualService at 100/0 and then stops hearing about it.
+    let at_start = vs_api.get("podinfo").await.unwrap();
+    writer.apply_watcher_event(&watcher::Event::Apply(at_start.clone()));
+    let weights = |w: u8| SetRoutes {
+        canary: c.clone(),
+        weights: Weights::with_canary(w),
+        mirror: false,
+    };
+    let routes = || async {
+        router
+            .send(GetRoutes { canary: c.clone() })
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .weights
+    };
+
+    router.send(weights(10)).await.unwrap().unwrap();
+    assert_eq!(
+        routes().await,
+        Weights::with_canary(10),
+        "the step just written, not the stale cache's 100/0"
+    );
+    // Routing back to the primary is written although the stale cache already says 100/0.
+    router.send(weights(0)).await.unwrap().unwrap();
+    let live = vs_api.get("podinfo").await.unwrap();
+    assert_eq!(
+        live.data["spec"]["http"][0]["route"][1]["weight"],
+        0,
+        "{}",
+        live.data
+    );
+
+    // Once the cache has caught up, steady reads are served from it again (no request).
+    writer.apply_watcher_event(&watcher::Event::Apply(live));
+    tb.stats().reset();
+    assert_eq!(routes().await, Weights::ALL_PRIMARY);
+    assert_eq!(tb.stats().snapshot().total, 0);
+    tb.shutdown().await;
+}

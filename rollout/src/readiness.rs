@@ -89,6 +89,26 @@ pub fn deployment_readiness(
     Readiness::Ready
 }
 
+/// Readiness of the canary (the target Deployment) wherever it is checked: during analysis and
+/// before routes are given back to it on deletion. Unlike [`deployment_readiness`] (upstream's
+/// rule, under which a Deployment scaled to zero is trivially ready), a target that wants zero
+/// replicas is not ready: it has nothing to serve traffic with. This also keeps a stale view of
+/// the target (a cache that has not yet seen its scale-up) from passing for a healthy canary.
+pub fn canary_readiness(
+    name: &str,
+    d: &DeploymentView,
+    ready_threshold: u8,
+    progress_deadline: Duration,
+    now: Timestamp,
+) -> Readiness {
+    match deployment_readiness(name, d, ready_threshold, progress_deadline, now) {
+        Readiness::Ready if d.replicas <= 0 => Readiness::NotReady(
+            "waiting for rollout to finish: the deployment is scaled to zero".to_owned(),
+        ),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -215,5 +235,31 @@ mod tests {
             ..healthy()
         };
         assert_eq!(check(&d), Readiness::Ready);
+    }
+
+    #[test]
+    fn a_scaled_to_zero_canary_is_not_ready() {
+        let zero = DeploymentView {
+            replicas: 0,
+            status_replicas: 0,
+            updated_replicas: 0,
+            available_replicas: 0,
+            ..healthy()
+        };
+        let canary = |d: &DeploymentView| {
+            canary_readiness("podinfo", d, 100, Duration::from_secs(60), Timestamp(0))
+        };
+        assert_eq!(
+            canary(&zero),
+            Readiness::NotReady(
+                "waiting for rollout to finish: the deployment is scaled to zero".into()
+            )
+        );
+        assert_eq!(canary(&healthy()), Readiness::Ready);
+        let unavailable = DeploymentView {
+            available_replicas: 0,
+            ..healthy()
+        };
+        assert_eq!(canary(&unavailable), check(&unavailable));
     }
 }

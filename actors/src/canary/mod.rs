@@ -47,7 +47,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info_span};
+use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::cache::Caches;
 use crate::crd::Canary;
@@ -149,6 +149,8 @@ pub struct CanaryActor {
     /// Re-tick right after the running one (the spec changed meanwhile).
     retick: bool,
     fresh_reads: bool,
+    /// How far this canary's own fresh reads of its workloads got; see [`WorkloadFloors`].
+    floors: WorkloadFloors,
     /// The target revision the last tick observed.
     last_revision: Option<String>,
     crashed: bool,
@@ -184,6 +186,7 @@ impl CanaryActor {
             poke_pending: false,
             retick: false,
             fresh_reads: false,
+            floors: WorkloadFloors::default(),
             last_revision: None,
             crashed: false,
             queued_for_slot: false,
@@ -231,7 +234,11 @@ impl CanaryActor {
             self.canary = Arc::new(fresh);
             self.status = status_from_crd(self.canary.status.as_ref());
         }
-        self.fresh_reads = out.wrote_workloads;
+        // A tick that could not read its workloads fresh reads them fresh again next time.
+        self.fresh_reads = out.wrote_workloads || (self.fresh_reads && out.floors.is_none());
+        if let Some(floors) = out.floors {
+            self.floors = floors;
+        }
         if out.revision.is_some() {
             self.last_revision = out.revision;
         }
@@ -296,6 +303,7 @@ impl Handler<Tick> for CanaryActor {
             conflict: self.conflict.clone(),
             status: self.status.clone(),
             fresh_reads: self.fresh_reads,
+            floors: self.floors,
         };
         let span = info_span!("canary", canary = %self.key);
         let tick = run_tick(self.env.clone(), input).instrument(span);
@@ -410,6 +418,44 @@ struct TickInput {
     conflict: Option<String>,
     status: CanaryStatus,
     fresh_reads: bool,
+    floors: WorkloadFloors,
+}
+
+/// Read-your-writes across ticks. After this canary writes its target or primary, the next tick
+/// reads both from the API server, and the resourceVersions it sees become floors: until the
+/// reflector cache shows an object at least that new, later ticks keep reading it fresh. So a
+/// lagging watch (cut, relisting, compacted) never shows a tick the world before its own scale-up
+/// or promotion — a canary at zero replicas, say, passing for a healthy one. Versions that are not
+/// numbers (etcd's and the testbed's are) cannot be compared and set no floor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct WorkloadFloors {
+    target: Option<u64>,
+    primary: Option<u64>,
+}
+
+fn resource_version(d: &Deployment) -> Option<u64> {
+    d.resource_version().and_then(|v| v.parse().ok())
+}
+
+impl WorkloadFloors {
+    fn of(workloads: &Workloads) -> Self {
+        Self {
+            target: workloads.target.as_deref().and_then(resource_version),
+            primary: workloads.primary.as_deref().and_then(resource_version),
+        }
+    }
+
+    /// Is the cached view older than what this canary already read fresh?
+    fn cache_is_behind(&self, cached: &Workloads) -> bool {
+        let behind = |floor: Option<u64>, cached: &Option<Arc<Deployment>>| match floor {
+            None => false,
+            Some(floor) => cached
+                .as_deref()
+                .and_then(resource_version)
+                .is_none_or(|rv| rv < floor),
+        };
+        behind(self.target, &cached.target) || behind(self.primary, &cached.primary)
+    }
 }
 
 struct TickOutput {
@@ -421,6 +467,8 @@ struct TickOutput {
     wrote_workloads: bool,
     revision: Option<String>,
     requeue_after: Duration,
+    /// Set when this tick read its workloads from the API server.
+    floors: Option<WorkloadFloors>,
     /// The rollout slot answer this tick got, if it asked.
     slot: Option<flagger_rollout::RolloutSlot>,
 }
@@ -455,9 +503,25 @@ fn validated(input: &TickInput, settings: &Settings) -> Result<CanarySpec, Inval
     }
 }
 
-async fn read_fresh(client: &Client, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
+async fn read_fresh(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Arc<Deployment>>, kube::Error> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    api.get_opt(name).await.ok().flatten().map(Arc::new)
+    Ok(api.get_opt(name).await?.map(Arc::new))
+}
+
+/// The workloads from the API server; an error is not "missing" (that would re-create or
+/// mis-route), it fails the tick.
+async fn read_workloads_fresh(
+    client: &Client,
+    spec: &CanarySpec,
+) -> Result<Workloads, kube::Error> {
+    Ok(Workloads {
+        target: read_fresh(client, &spec.namespace, &spec.target_ref.name).await?,
+        primary: read_fresh(client, &spec.namespace, &spec.primary_name()).await?,
+    })
 }
 
 async fn run_tick(env: Env, input: TickInput) -> TickOutput {
@@ -489,17 +553,36 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
             wrote_workloads: false,
             revision: None,
             requeue_after: spec.analysis.interval,
+            floors: None,
             slot: None,
         };
     }
 
     let now = now();
-    let workloads = match (&env.client, input.fresh_reads) {
-        (Some(client), true) => Workloads {
-            target: read_fresh(client, &spec.namespace, &spec.target_ref.name).await,
-            primary: read_fresh(client, &spec.namespace, &spec.primary_name()).await,
-        },
-        _ => Workloads::from_cache(&env.caches, &spec),
+    let cached = Workloads::from_cache(&env.caches, &spec);
+    let (workloads, floors) = match &env.client {
+        Some(client) if input.fresh_reads || input.floors.cache_is_behind(&cached) => {
+            match read_workloads_fresh(client, &spec).await {
+                Ok(fresh) => {
+                    let floors = WorkloadFloors::of(&fresh);
+                    (fresh, Some(floors))
+                }
+                Err(error) => {
+                    warn!(msg = "reading the workloads failed; retrying", error = %error);
+                    return TickOutput {
+                        failed: true,
+                        written: None,
+                        fresh: None,
+                        wrote_workloads: false,
+                        revision: None,
+                        requeue_after: spec.analysis.interval,
+                        floors: None,
+                        slot: None,
+                    };
+                }
+            }
+        }
+        _ => (cached, None),
     };
     let mut target = observe_target(
         &env.caches,
@@ -638,6 +721,7 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
         wrote_workloads: executed.wrote_workloads,
         revision,
         requeue_after,
+        floors,
         slot,
     }
 }
@@ -715,6 +799,7 @@ async fn invalid_tick(env: &Env, input: &TickInput, invalid: &InvalidSpec) -> Ti
         wrote_workloads: false,
         revision: None,
         requeue_after: decision.requeue_after,
+        floors: None,
         slot: None,
     }
 }

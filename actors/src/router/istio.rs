@@ -7,7 +7,8 @@
 //! `flagger.kubernetes.io/original-configuration` (unless kubectl's last-applied annotation is
 //! there), which `finalize` restores.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flagger_rollout::{CanarySpec, Routes, Weights};
@@ -18,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::{MeshRouter, RouterError};
 use crate::kubeops::{
-    CanaryRef, FLUX_DISABLE_ANNOTATIONS, ObjectId, get_opt, merge_owner_references,
+    CanaryRef, FLUX_DISABLE_ANNOTATIONS, ObjectId, Written, get_opt, merge_owner_references,
     update_existing, upsert,
 };
 
@@ -50,6 +51,48 @@ pub struct IstioRouter {
     timeout: Duration,
     virtual_services: Option<Store<DynamicObject>>,
     destination_rules: Option<Store<DynamicObject>>,
+    written: WriteFloors,
+}
+
+/// Read-your-writes for VirtualServices. After this router writes one, its cached copy is used
+/// again only once it is at least as new as that write; until then reads go to the API server.
+/// A lagging watch (cut, relisting) would otherwise show the weights from before the write: the
+/// next tick would apply the same step twice, or skip a rollback's write because the stale copy
+/// already says 100/0.
+#[derive(Clone, Default)]
+struct WriteFloors(Arc<Mutex<HashMap<(String, String), u64>>>);
+
+fn version_of(o: &DynamicObject) -> Option<u64> {
+    o.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+impl WriteFloors {
+    /// This process replaced `ns/name` on top of version `based_on`.
+    fn wrote(&self, ns: &str, name: &str, based_on: u64) {
+        // A PUT with a resourceVersion lands right after `based_on`, so any later version
+        // includes it.
+        let floor = based_on.saturating_add(1);
+        if let Ok(mut floors) = self.0.lock() {
+            floors.insert((ns.to_owned(), name.to_owned()), floor);
+        }
+    }
+
+    /// Is `cached` at least as new as this process's last write of it? Forgets the write once
+    /// the cache has caught up, so the map only holds objects with a write in flight.
+    fn caught_up(&self, ns: &str, name: &str, cached: Option<&DynamicObject>) -> bool {
+        let Ok(mut floors) = self.0.lock() else {
+            return false;
+        };
+        let key = (ns.to_owned(), name.to_owned());
+        let Some(floor) = floors.get(&key).copied() else {
+            return true;
+        };
+        let ok = cached.and_then(version_of).is_some_and(|v| v >= floor);
+        if ok {
+            floors.remove(&key);
+        }
+        ok
+    }
 }
 
 impl IstioRouter {
@@ -64,6 +107,7 @@ impl IstioRouter {
             timeout,
             virtual_services,
             destination_rules,
+            written: WriteFloors::default(),
         }
     }
 
@@ -71,10 +115,26 @@ impl IstioRouter {
         Api::namespaced_with(self.client.clone(), ns, ar)
     }
 
-    fn cached_vs(&self, ns: &str, name: &str) -> Option<std::sync::Arc<DynamicObject>> {
-        self.virtual_services
-            .as_ref()
-            .and_then(|s| s.get(&ObjectRef::new_with(name, virtual_service_resource()).within(ns)))
+    /// Notes a write of `ns/name` (made on top of the version in `based_on`) for [`WriteFloors`].
+    fn record(&self, ns: &str, name: &str, written: Written, based_on: &Mutex<Option<u64>>) {
+        // A created object is not in the cache until the watch brings it, and reads fall back
+        // to the API server meanwhile; versions that are not numbers cannot be compared.
+        if written == Written::Updated
+            && let Some(v) = based_on.lock().ok().and_then(|v| *v)
+        {
+            self.written.wrote(ns, name, v);
+        }
+    }
+
+    /// The cached VirtualService, unless the cache has not yet seen this router's last write of
+    /// it (then `None`: callers read it from the API server).
+    fn cached_vs(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        let cached = self.virtual_services.as_ref().and_then(|s| {
+            s.get(&ObjectRef::new_with(name, virtual_service_resource()).within(ns))
+        })?;
+        self.written
+            .caught_up(ns, name, Some(&cached))
+            .then_some(cached)
     }
 
     async fn reconcile_destination_rules(&self, c: &CanaryRef) -> Result<(), RouterError> {
@@ -124,15 +184,20 @@ impl MeshRouter for IstioRouter {
             o.data = json!({ "spec": virtual_service_spec(&c.spec, Weights::ALL_PRIMARY, false) });
             o
         };
-        upsert(
+        let based_on = Mutex::new(None);
+        let written = upsert(
             &self.api(ns, &ar),
             &id,
             self.timeout,
             self.cached_vs(ns, name),
             create,
-            |live| update_virtual_service(c, live),
+            |live| {
+                remember_version(&based_on, live);
+                update_virtual_service(c, live)
+            },
         )
         .await?;
+        self.record(ns, name, written, &based_on);
         Ok(())
     }
 
@@ -172,11 +237,13 @@ impl MeshRouter for IstioRouter {
             return Ok(());
         }
         let id = ObjectId::new("VirtualService", ns, name);
+        let based_on = Mutex::new(None);
         let written = update_existing(
             &self.api(ns, &virtual_service_resource()),
             &id,
             self.timeout,
             |live| {
+                remember_version(&based_on, live);
                 if routes_of(&c.spec, live).ok() == Some(wanted) {
                     return None;
                 }
@@ -198,7 +265,10 @@ impl MeshRouter for IstioRouter {
         )
         .await?;
         match written {
-            Some(_) => Ok(()),
+            Some(written) => {
+                self.record(ns, name, written, &based_on);
+                Ok(())
+            }
             None => Err(RouterError::NotFound {
                 kind: "VirtualService",
                 namespace: ns.to_owned(),
@@ -211,7 +281,9 @@ impl MeshRouter for IstioRouter {
         let ns = c.namespace();
         let name = &c.spec.service.name;
         let id = ObjectId::new("VirtualService", ns, name);
-        update_existing(&self.api(ns, &virtual_service_resource()), &id, self.timeout, |live| {
+        let based_on = Mutex::new(None);
+        let written = update_existing(&self.api(ns, &virtual_service_resource()), &id, self.timeout, |live| {
+            remember_version(&based_on, live);
             let Some(original) = original_spec(live) else {
                 tracing::info!(canary = %c.key, "original configuration not found, unable to revert");
                 return None;
@@ -224,7 +296,18 @@ impl MeshRouter for IstioRouter {
             Some(o)
         })
         .await?;
+        if let Some(written) = written {
+            self.record(ns, name, written, &based_on);
+        }
         Ok(())
+    }
+}
+
+/// Keeps the version of the live object an update closure was handed (the last one, after
+/// conflict retries).
+fn remember_version(slot: &Mutex<Option<u64>>, live: &DynamicObject) {
+    if let Ok(mut v) = slot.lock() {
+        *v = version_of(live);
     }
 }
 
