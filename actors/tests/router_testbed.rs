@@ -328,8 +328,7 @@ async fn a_cache_behind_the_routers_own_write_is_not_trusted() {
     router.send(weights(0)).await.unwrap().unwrap();
     let live = vs_api.get("podinfo").await.unwrap();
     assert_eq!(
-        live.data["spec"]["http"][0]["route"][1]["weight"],
-        0,
+        live.data["spec"]["http"][0]["route"][1]["weight"], 0,
         "{}",
         live.data
     );
