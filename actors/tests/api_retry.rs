@@ -84,11 +84,15 @@ async fn unavailable_is_retried_and_internal_errors_reach_the_caller() {
             ..FaultConfig::default()
         })
         .unwrap();
-    for _ in 0..8 {
+    // Calls until a few 503s were injected (the draw is random: a fixed count of calls would
+    // sometimes see none); every call still succeeds.
+    let mut calls = 0;
+    while tb.stats().snapshot().faults_injected < 3 {
         let got = kubeops::get_opt(&api, &id, Duration::from_secs(15)).await;
         assert!(got.unwrap().is_none());
+        calls += 1;
+        assert!(calls < 200, "no 503 injected in {calls} calls");
     }
-    assert!(tb.stats().snapshot().faults_injected > 0);
     tb.faults()
         .set(FaultConfig {
             error_rate: 1.0,
