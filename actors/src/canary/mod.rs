@@ -473,6 +473,22 @@ struct TickOutput {
     slot: Option<flagger_rollout::RolloutSlot>,
 }
 
+impl TickOutput {
+    /// A tick that wrote nothing and learnt nothing.
+    fn nothing(failed: bool, requeue_after: Duration) -> Self {
+        Self {
+            failed,
+            written: None,
+            fresh: None,
+            wrote_workloads: false,
+            revision: None,
+            requeue_after,
+            floors: None,
+            slot: None,
+        }
+    }
+}
+
 fn now() -> Timestamp {
     Timestamp::from_unix_millis(jiff::Timestamp::now().as_millisecond())
 }
@@ -546,16 +562,7 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
     }
     if deleting && !has_finalizer {
         // Nothing to do: the object goes away and the supervisor stops this actor.
-        return TickOutput {
-            failed: false,
-            written: None,
-            fresh: None,
-            wrote_workloads: false,
-            revision: None,
-            requeue_after: spec.analysis.interval,
-            floors: None,
-            slot: None,
-        };
+        return TickOutput::nothing(false, spec.analysis.interval);
     }
 
     let now = now();
@@ -569,16 +576,7 @@ async fn run_tick(env: Env, input: TickInput) -> TickOutput {
                 }
                 Err(error) => {
                     warn!(msg = "reading the workloads failed; retrying", error = %error);
-                    return TickOutput {
-                        failed: true,
-                        written: None,
-                        fresh: None,
-                        wrote_workloads: false,
-                        revision: None,
-                        requeue_after: spec.analysis.interval,
-                        floors: None,
-                        slot: None,
-                    };
+                    return TickOutput::nothing(true, spec.analysis.interval);
                 }
             }
         }
