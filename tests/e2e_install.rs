@@ -44,6 +44,12 @@ const UNUSED_GRANTS_NEEDED: &[(&str, &str, &str, &str)] = &[
         "update",
         "the OwnerReferencesPermissionEnforcement admission plugin requires it to create objects owned by a Canary with blockOwnerDeletion",
     ),
+    (
+        "networking.istio.io",
+        "virtualservices",
+        "update",
+        "weight steps are merge patches conditioned on the cached resourceVersion; a stale cache (409) falls back to GET + PUT, and reconcile rewrites a drifted VirtualService with PUT; a clean run does neither",
+    ),
 ];
 
 /// The seed's workload with a tracked ConfigMap and Secret, an HPA and an apex Service of its

@@ -340,3 +340,84 @@ async fn a_cache_behind_the_routers_own_write_is_not_trusted() {
     assert_eq!(tb.stats().snapshot().total, 0);
     tb.shutdown().await;
 }
+
+/// Counts of the requests made since the last reset, as `"GET virtualservices.networking.istio.io"`.
+fn requests(tb: &Testbed) -> std::collections::BTreeMap<String, u64> {
+    tb.stats().snapshot().by_verb_and_resource
+}
+
+/// A weight step against an up-to-date cache is one request: a merge patch of `spec.http`
+/// conditioned on the cached resourceVersion, with no read before it. When the cache is stale
+/// (someone else wrote the VirtualService since), the precondition fails with 409 and the router
+/// falls back to reading the live object and replacing it, keeping the other writer's change.
+#[actix::test]
+async fn a_weight_step_on_a_current_cache_is_one_conditioned_patch() {
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+    let tb = Testbed::start(Config::default()).await.unwrap();
+    let client = tb.client().unwrap();
+    let vs_api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &virtual_service_resource());
+    let mut writer = Writer::new(virtual_service_resource());
+    let stores = RouterStores {
+        virtual_services: Some(writer.as_reader()),
+        ..RouterStores::default()
+    };
+    let router = RouterActor::new(client, RouterConfig::default(), stores).start();
+    let c = canary();
+    router
+        .send(ReconcileRoutes { canary: c.clone() })
+        .await
+        .unwrap()
+        .unwrap();
+    let live = vs_api.get("podinfo").await.unwrap();
+    writer.apply_watcher_event(&watcher::Event::Apply(live.clone()));
+    let weights = |w: u8| SetRoutes {
+        canary: c.clone(),
+        weights: Weights::with_canary(w),
+        mirror: false,
+    };
+    let vs = "virtualservices.networking.istio.io";
+
+    tb.stats().reset();
+    router.send(weights(10)).await.unwrap().unwrap();
+    let made = requests(&tb);
+    assert_eq!(made.get(&format!("PATCH {vs}")), Some(&1), "{made:?}");
+    assert_eq!(tb.stats().snapshot().total, 1, "{made:?}");
+    let after = vs_api.get("podinfo").await.unwrap();
+    assert_eq!(
+        after.data["spec"]["http"][0]["route"],
+        json!([
+            {"destination": {"host": "podinfo-primary"}, "weight": 90},
+            {"destination": {"host": "podinfo-canary"}, "weight": 10}
+        ])
+    );
+    assert_eq!(after.data["spec"]["hosts"], live.data["spec"]["hosts"]);
+
+    // Another client writes the VirtualService; the cache has not heard of it.
+    writer.apply_watcher_event(&watcher::Event::Apply(after.clone()));
+    let mut foreign = after.clone();
+    foreign
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("example.com/owner".into(), "team-a".into());
+    vs_api
+        .replace("podinfo", &Default::default(), &foreign)
+        .await
+        .unwrap();
+    tb.stats().reset();
+    router.send(weights(20)).await.unwrap().unwrap();
+    let made = requests(&tb);
+    for verb in ["PATCH", "GET", "PUT"] {
+        assert_eq!(made.get(&format!("{verb} {vs}")), Some(&1), "{made:?}");
+    }
+    let now = vs_api.get("podinfo").await.unwrap();
+    assert_eq!(now.data["spec"]["http"][0]["route"][1]["weight"], 20);
+    assert_eq!(
+        now.metadata.annotations.unwrap()["example.com/owner"],
+        "team-a",
+        "the fallback keeps the other writer's change"
+    );
+    tb.shutdown().await;
+}

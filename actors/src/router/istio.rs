@@ -6,6 +6,10 @@
 //! weights. Taking over a VirtualService that Flagger did not create saves its spec in
 //! `flagger.kubernetes.io/original-configuration` (unless kubectl's last-applied annotation is
 //! there), which `finalize` restores.
+//!
+//! A weight step is one request when the cached VirtualService is current: a merge patch of
+//! `spec.http` carrying the cached `metadata.resourceVersion` as a precondition. A stale cache
+//! (409) or no cache falls back to GET + PUT of the live object.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -20,7 +24,7 @@ use serde_json::{Map, Value, json};
 use super::{MeshRouter, RouterError};
 use crate::kubeops::{
     CanaryRef, FLUX_DISABLE_ANNOTATIONS, ObjectId, Written, get_opt, merge_owner_references,
-    update_existing, upsert,
+    merge_patch, update_existing, upsert,
 };
 
 /// The Istio API version the router reads and writes (served by real clusters and the testbed).
@@ -137,6 +141,35 @@ impl IstioRouter {
             .then_some(cached)
     }
 
+    /// One weight step as a single request: a merge patch replacing `spec.http`, conditioned on
+    /// the cached version `rv` (the patch carries `metadata.resourceVersion`, so the server
+    /// answers 409 when the cache is stale). `Ok(false)`: the precondition failed or the object
+    /// is gone; the caller falls back to GET + PUT, which re-reads the live object.
+    async fn patch_http(
+        &self,
+        c: &CanaryRef,
+        id: &ObjectId,
+        rv: u64,
+        weights: Weights,
+        mirror: bool,
+    ) -> Result<bool, RouterError> {
+        let desired = virtual_service_spec(&c.spec, weights, mirror);
+        let patch = json!({
+            "metadata": { "resourceVersion": rv.to_string() },
+            "spec": { "http": desired.get("http").cloned().unwrap_or(Value::Null) },
+        });
+        let api = self.api(&id.namespace, &virtual_service_resource());
+        match merge_patch(&api, id, self.timeout, &patch).await {
+            Ok(_) => {
+                // Made on top of `rv`: the write floor is rv + 1, as for a PUT.
+                self.written.wrote(&id.namespace, &id.name, rv);
+                Ok(true)
+            }
+            Err(e) if matches!(e.status_code(), Some(409 | 404)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn reconcile_destination_rules(&self, c: &CanaryRef) -> Result<(), RouterError> {
         let ns = c.namespace();
         let ar = destination_rule_resource();
@@ -231,12 +264,17 @@ impl MeshRouter for IstioRouter {
             weights,
             mirrored: mirror,
         };
-        if let Some(cached) = self.cached_vs(ns, name)
-            && routes_of(&c.spec, &cached).ok() == Some(wanted)
-        {
-            return Ok(());
-        }
         let id = ObjectId::new("VirtualService", ns, name);
+        if let Some(cached) = self.cached_vs(ns, name) {
+            if routes_of(&c.spec, &cached).ok() == Some(wanted) {
+                return Ok(());
+            }
+            if let Some(rv) = version_of(&cached)
+                && self.patch_http(c, &id, rv, weights, mirror).await?
+            {
+                return Ok(());
+            }
+        }
         let based_on = Mutex::new(None);
         let written = update_existing(
             &self.api(ns, &virtual_service_resource()),

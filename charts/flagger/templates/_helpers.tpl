@@ -82,8 +82,12 @@ finalization removes objects the operator created.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
-# Istio traffic routing.
+# Istio traffic routing. A weight step is a merge patch of the VirtualService's routes
+# (conditioned on its resourceVersion); drift and a stale cache are rewritten with update.
 - apiGroups: ["networking.istio.io"]
-  resources: ["virtualservices", "destinationrules"]
+  resources: ["virtualservices"]
+  verbs: ["get", "list", "watch", "create", "update", "patch"]
+- apiGroups: ["networking.istio.io"]
+  resources: ["destinationrules"]
   verbs: ["get", "list", "watch", "create", "update"]
 {{- end -}}
