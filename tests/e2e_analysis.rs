@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use flagger_actors::crd::{AlertProvider, MetricTemplate};
 use flagger_testbed::Config;
-use harness::{Cluster, Operator, canary_api, podinfo, serial};
+use harness::{Cluster, Operator, assert_in_order, canary_api, podinfo, serial};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::DeleteParams;
@@ -116,33 +116,30 @@ async fn roll_out(cluster: &Cluster, ns: &str, image: &str, annotations: Value) 
         .await;
 }
 
-/// Asserts `expected` appear in `actual` in this order (other lines may come between).
-fn assert_in_order(actual: &[String], expected: &[&str]) {
-    let mut it = actual.iter();
-    for e in expected {
-        assert!(
-            it.any(|a| a == e),
-            "missing or out of order: {e:?}\nexpected order: {expected:#?}\nactual: {actual:#?}"
-        );
-    }
+/// How a release should end.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    /// `Succeeded`, never passing through `Failed`.
+    Promoted,
+    /// `Failed`, never passing through `Succeeded`.
+    RolledBack,
 }
 
-async fn primary_image(cluster: &Cluster, ns: &str) -> String {
-    let d = cluster.deployment(ns, "podinfo-primary").await.unwrap();
-    d.spec.unwrap().template.spec.unwrap().containers[0]
-        .image
-        .clone()
-        .unwrap()
-}
-
-async fn target_replicas(cluster: &Cluster, ns: &str) -> Option<i32> {
-    cluster
-        .deployment(ns, "podinfo")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .replicas
+/// Rolls out `image` (see [`roll_out`]) and waits up to 45 s for the release to end as `outcome`.
+async fn release(
+    cluster: &Cluster,
+    op: &Operator,
+    ns: &str,
+    image: &str,
+    annotations: Value,
+    outcome: Outcome,
+) -> Seen {
+    roll_out(cluster, ns, image, annotations).await;
+    let (phase, never) = match outcome {
+        Outcome::Promoted => ("Succeeded", "Failed"),
+        Outcome::RolledBack => ("Failed", "Succeeded"),
+    };
+    wait_phase_watching(cluster, op, ns, phase, Some(never), Duration::from_secs(45)).await
 }
 
 /// Messages the analysis halted with (each one counts a failed check).
@@ -322,16 +319,7 @@ async fn seed_canary_promotes_then_rolls_back_on_errors() {
     assert_eq!(m.value("flagger_canary_status", &canary_labels), Some(1.0));
 
     // 2a: promotion.
-    roll_out(&cluster, ns, IMAGE_1, json!({})).await;
-    let seen = wait_phase_watching(
-        &cluster,
-        &op,
-        ns,
-        "Succeeded",
-        Some("Failed"),
-        Duration::from_secs(45),
-    )
-    .await;
+    let seen = release(&cluster, &op, ns, IMAGE_1, json!({}), Outcome::Promoted).await;
     let promotion = op.messages(&id);
     let mut expected = vec![
         format!("New revision detected! Scaling up {id}"),
@@ -344,7 +332,7 @@ async fn seed_canary_promotes_then_rolls_back_on_errors() {
     expected.push(format!("Promotion completed! Scaling down {id}"));
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     assert_in_order(&promotion, &expected);
-    assert_eq!(primary_image(&cluster, ns).await, IMAGE_1);
+    assert_eq!(cluster.image(ns, "podinfo-primary").await, IMAGE_1);
     // The load tester got the rollout hook on every analysis tick after the first (which runs
     // pre-rollout hooks only): one per weight step reached plus one per halted tick.
     let advances = promotion
@@ -434,20 +422,13 @@ async fn seed_canary_promotes_then_rolls_back_on_errors() {
     );
 
     // 2b: 30 % errors → halts with the seed's text, rollback after the threshold.
-    roll_out(
-        &cluster,
-        ns,
-        IMAGE_2,
-        json!({"testbed.flagger.app/error-rate": "0.3"}),
-    )
-    .await;
-    wait_phase_watching(
+    release(
         &cluster,
         &op,
         ns,
-        "Failed",
-        Some("Succeeded"),
-        Duration::from_secs(45),
+        IMAGE_2,
+        json!({"testbed.flagger.app/error-rate": "0.3"}),
+        Outcome::RolledBack,
     )
     .await;
     let all = op.messages(&id);
@@ -476,8 +457,8 @@ async fn seed_canary_promotes_then_rolls_back_on_errors() {
     assert!(events.contains(&halt), "{events:#?}");
     let c = cluster.canary(ns, "podinfo").await.unwrap();
     assert_eq!(c["status"]["failedChecks"], THRESHOLD);
-    assert_eq!(primary_image(&cluster, ns).await, IMAGE_1);
-    assert_eq!(target_replicas(&cluster, ns).await, Some(0));
+    assert_eq!(cluster.image(ns, "podinfo-primary").await, IMAGE_1);
+    assert_eq!(cluster.replicas(ns, "podinfo").await, Some(0));
     assert_eq!(cluster.vs_weights(ns, "podinfo").await, Some((100, 0)));
 
     // 2g, rollback half: the seed's alert `flagger_canary_status > 1` fires.
@@ -577,20 +558,13 @@ async fn slow_canary_halts_on_request_duration_and_rolls_back() {
     cluster
         .wait_phase(&op, ns, "podinfo", "Initialized", Duration::from_secs(20))
         .await;
-    roll_out(
-        &cluster,
-        ns,
-        IMAGE_1,
-        json!({"testbed.flagger.app/latency-ms": "1000"}),
-    )
-    .await;
-    wait_phase_watching(
+    release(
         &cluster,
         &op,
         ns,
-        "Failed",
-        Some("Succeeded"),
-        Duration::from_secs(45),
+        IMAGE_1,
+        json!({"testbed.flagger.app/latency-ms": "1000"}),
+        Outcome::RolledBack,
     )
     .await;
     let messages = op.messages(&id);
@@ -610,7 +584,7 @@ async fn slow_canary_halts_on_request_duration_and_rolls_back() {
             &format!("Canary failed! Scaling down {id}"),
         ],
     );
-    assert_eq!(primary_image(&cluster, ns).await, IMAGE_0);
+    assert_eq!(cluster.image(ns, "podinfo-primary").await, IMAGE_0);
     assert_eq!(cluster.vs_weights(ns, "podinfo").await, Some((100, 0)));
     let m = scrape(op.admin).await;
     let p99 = m
@@ -687,7 +661,7 @@ async fn confirm_rollout_gate_holds_in_waiting_until_opened() {
         cluster.phase(ns, "podinfo").await.as_deref(),
         Some("Waiting")
     );
-    assert_eq!(target_replicas(&cluster, ns).await, Some(0));
+    assert_eq!(cluster.replicas(ns, "podinfo").await, Some(0));
     assert_eq!(cluster.vs_weights(ns, "podinfo").await, Some((100, 0)));
     assert!(
         tester.logged("gate check").len() >= checks_before + 2,
@@ -719,21 +693,12 @@ async fn confirm_rollout_gate_holds_in_waiting_until_opened() {
             &format!("Promotion completed! Scaling down {id}"),
         ],
     );
-    assert_eq!(primary_image(&cluster, ns).await, IMAGE_1);
+    assert_eq!(cluster.image(ns, "podinfo-primary").await, IMAGE_1);
 
     // Revert, then release the same revision again: each release is announced.
     for image in [IMAGE_0, IMAGE_1] {
-        roll_out(&cluster, ns, image, json!({})).await;
-        wait_phase_watching(
-            &cluster,
-            &op,
-            ns,
-            "Succeeded",
-            Some("Failed"),
-            Duration::from_secs(45),
-        )
-        .await;
-        assert_eq!(primary_image(&cluster, ns).await, image);
+        release(&cluster, &op, ns, image, json!({}), Outcome::Promoted).await;
+        assert_eq!(cluster.image(ns, "podinfo-primary").await, image);
     }
     let expected = [
         INIT_MSG,
@@ -784,16 +749,7 @@ async fn unreachable_metrics_server_fails_checks_and_never_promotes() {
             )),
         "{messages:#?}"
     );
-    roll_out(&cluster, ns, IMAGE_1, json!({})).await;
-    wait_phase_watching(
-        &cluster,
-        &op,
-        ns,
-        "Failed",
-        Some("Succeeded"),
-        Duration::from_secs(45),
-    )
-    .await;
+    release(&cluster, &op, ns, IMAGE_1, json!({}), Outcome::RolledBack).await;
     let messages = op.messages(&id);
     let failed = halts(&messages);
     assert_eq!(failed.len(), THRESHOLD as usize, "{messages:#?}");
@@ -820,8 +776,8 @@ async fn unreachable_metrics_server_fails_checks_and_never_promotes() {
         events.iter().any(|(t, m)| t == "Warning" && re.is_match(m)),
         "{events:#?}"
     );
-    assert_eq!(primary_image(&cluster, ns).await, IMAGE_0);
-    assert_eq!(target_replicas(&cluster, ns).await, Some(0));
+    assert_eq!(cluster.image(ns, "podinfo-primary").await, IMAGE_0);
+    assert_eq!(cluster.replicas(ns, "podinfo").await, Some(0));
 }
 
 /// 3: the same promotion and rollback with `--metrics-server` at a real Prometheus scraping the
@@ -858,16 +814,7 @@ async fn promotion_and_rollback_against_a_real_prometheus() {
             .contains(&"all the metrics providers are available!".to_owned())
     );
 
-    roll_out(&cluster, ns, IMAGE_1, json!({})).await;
-    wait_phase_watching(
-        &cluster,
-        &op,
-        ns,
-        "Succeeded",
-        Some("Failed"),
-        Duration::from_secs(45),
-    )
-    .await;
+    release(&cluster, &op, ns, IMAGE_1, json!({}), Outcome::Promoted).await;
     let promotion = op.messages(&id);
     let mut expected: Vec<String> = STEPS
         .map(|w| format!("Advance {id} canary weight {w}"))
@@ -875,7 +822,7 @@ async fn promotion_and_rollback_against_a_real_prometheus() {
     expected.push(format!("Promotion completed! Scaling down {id}"));
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     assert_in_order(&promotion, &expected);
-    assert_eq!(primary_image(&cluster, ns).await, IMAGE_1);
+    assert_eq!(cluster.image(ns, "podinfo-primary").await, IMAGE_1);
     let m = scrape(op.admin).await;
     let value = m
         .value(
@@ -889,20 +836,13 @@ async fn promotion_and_rollback_against_a_real_prometheus() {
         .unwrap();
     assert_eq!(value, 100.0);
 
-    roll_out(
-        &cluster,
-        ns,
-        IMAGE_2,
-        json!({"testbed.flagger.app/error-rate": "0.3"}),
-    )
-    .await;
-    wait_phase_watching(
+    release(
         &cluster,
         &op,
         ns,
-        "Failed",
-        Some("Succeeded"),
-        Duration::from_secs(45),
+        IMAGE_2,
+        json!({"testbed.flagger.app/error-rate": "0.3"}),
+        Outcome::RolledBack,
     )
     .await;
     let rollback = op.messages(&id)[promotion.len()..].to_vec();
@@ -917,7 +857,7 @@ async fn promotion_and_rollback_against_a_real_prometheus() {
             &format!("Rolling back {id} failed checks threshold reached {THRESHOLD}"),
         ],
     );
-    assert_eq!(primary_image(&cluster, ns).await, IMAGE_1);
+    assert_eq!(cluster.image(ns, "podinfo-primary").await, IMAGE_1);
     assert_eq!(
         scrape(op.admin).await.value(
             "flagger_canary_status",
@@ -1058,7 +998,7 @@ async fn templates_gates_rollback_hook_alert_providers_and_event_webhook() {
         Some("WaitingPromotion")
     );
     assert_eq!(cluster.vs_weights(ns, "podinfo").await, Some((50, 50)));
-    assert_eq!(primary_image(&cluster, ns).await, IMAGE_0);
+    assert_eq!(cluster.image(ns, "podinfo-primary").await, IMAGE_0);
     let (status, _) = tester
         .post("/gate/open", json!({"name": "podinfo", "namespace": ns}))
         .await;
@@ -1129,7 +1069,7 @@ async fn templates_gates_rollback_hook_alert_providers_and_event_webhook() {
             "Post-rollout check post passed",
         ],
     );
-    assert_eq!(primary_image(&cluster, ns).await, IMAGE_1);
+    assert_eq!(cluster.image(ns, "podinfo-primary").await, IMAGE_1);
     assert_eq!(cluster.vs_weights(ns, "podinfo").await, Some((100, 0)));
 
     // Alerts: `info` gets everything, `warn` only warnings and errors.

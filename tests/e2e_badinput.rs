@@ -269,18 +269,18 @@ async fn missing_and_unusable_references_are_named_and_never_promote() {
             .create::<Deployment>(ns, deployment(ns, name, IMAGE))
             .await;
     }
-    create_raw(
-        &cluster,
-        ns,
-        "metrictemplates",
-        json!({
-            "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
-            "metadata": {"name": "graphite-errors", "namespace": ns},
-            "spec": {"provider": {"type": "graphite", "address": "http://127.0.0.1:9"},
-                     "query": "sumSeries(errors)"}
-        }),
-    )
-    .await;
+    cluster
+        .create_flagger(
+            ns,
+            "metrictemplates",
+            json!({
+                "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+                "metadata": {"name": "graphite-errors", "namespace": ns},
+                "spec": {"provider": {"type": "graphite", "address": "http://127.0.0.1:9"},
+                         "query": "sumSeries(errors)"}
+            }),
+        )
+        .await;
     let op = Operator::start(&cluster, &[]).await;
     let analysis = |metric: Value| {
         json!({"interval": "1s", "threshold": 2, "maxWeight": 20, "stepWeight": 10,
@@ -389,22 +389,6 @@ async fn missing_and_unusable_references_are_named_and_never_promote() {
             .any(|e| e.type_ == "Warning" && e.message == text),
         "{text:?} missing from {seen:#?}"
     );
-}
-
-async fn create_raw(cluster: &Cluster, ns: &str, plural: &str, obj: Value) {
-    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
-    let kind = obj["kind"].as_str().unwrap().to_owned();
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("flagger.app", "v1beta1", &kind),
-        plural,
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), ns, &ar);
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(obj).unwrap(),
-    )
-    .await
-    .unwrap();
 }
 
 /// `--no-cross-namespace-refs`: a templateRef or providerRef naming another namespace is refused

@@ -231,22 +231,6 @@ async fn secret(cluster: &Cluster, ns: &str, name: &str, data: Value) {
         .await;
 }
 
-async fn create_flagger(cluster: &Cluster, ns: &str, plural: &str, obj: Value) {
-    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
-    let kind = obj["kind"].as_str().unwrap().to_owned();
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("flagger.app", "v1beta1", &kind),
-        plural,
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), ns, &ar);
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(obj).unwrap(),
-    )
-    .await
-    .unwrap();
-}
-
 async fn get_text(url: String) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
@@ -303,36 +287,36 @@ async fn secrets_never_appear_in_logs_events_or_admin_endpoints() {
     .await;
     secret(&cluster, ns, "prom-echo", json!({"token": ECHO})).await;
     for (name, secret) in [("team", "team-slack"), ("down", "down-slack")] {
-        create_flagger(
-            &cluster,
-            ns,
-            "alertproviders",
-            json!({
-                "apiVersion": "flagger.app/v1beta1", "kind": "AlertProvider",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": {"type": "slack", "channel": "releases", "secretRef": {"name": secret}}
-            }),
-        )
-        .await;
+        cluster
+            .create_flagger(
+                ns,
+                "alertproviders",
+                json!({
+                    "apiVersion": "flagger.app/v1beta1", "kind": "AlertProvider",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"type": "slack", "channel": "releases", "secretRef": {"name": secret}}
+                }),
+            )
+            .await;
     }
     for (name, secret, query) in [
         ("bearer", "prom-bearer", "sum(errors_total)"),
         ("basic", "prom-basic", "sum(errors_total)"),
         ("echo", "prom-echo", "sum(echo_total)"),
     ] {
-        create_flagger(
-            &cluster,
-            ns,
-            "metrictemplates",
-            json!({
-                "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": {"provider": {"type": "prometheus", "address": prometheus.url,
-                                      "secretRef": {"name": secret}},
-                         "query": query}
-            }),
-        )
-        .await;
+        cluster
+            .create_flagger(
+                ns,
+                "metrictemplates",
+                json!({
+                    "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"provider": {"type": "prometheus", "address": prometheus.url,
+                                          "secretRef": {"name": secret}},
+                             "query": query}
+                }),
+            )
+            .await;
     }
 
     let op = Operator::start(

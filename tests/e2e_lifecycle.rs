@@ -8,7 +8,7 @@ mod kubectl;
 
 use std::time::Duration;
 
-use harness::{Cluster, Operator, canary, podinfo, serial};
+use harness::{Cluster, Operator, assert_in_order, canary, podinfo, serial};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -130,35 +130,6 @@ async fn initialized(
     (cluster, op)
 }
 
-/// Asserts `expected` appear in `actual` in this order (other lines may come between).
-fn assert_in_order(actual: &[String], expected: &[String]) {
-    let mut it = actual.iter();
-    for e in expected {
-        assert!(
-            it.any(|a| a == e),
-            "missing or out of order: {e:?}\nexpected order: {expected:#?}\nactual: {actual:#?}"
-        );
-    }
-}
-
-async fn primary_image(cluster: &Cluster, ns: &str) -> String {
-    let d = cluster.deployment(ns, "podinfo-primary").await.unwrap();
-    d.spec.unwrap().template.spec.unwrap().containers[0]
-        .image
-        .clone()
-        .unwrap()
-}
-
-async fn target_replicas(cluster: &Cluster, ns: &str) -> Option<i32> {
-    cluster
-        .deployment(ns, "podinfo")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .replicas
-}
-
 /// b. `set image` → promotion with the seed's event sequence (step 5, max 50).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_image_is_promoted_with_the_seed_event_sequence() {
@@ -190,10 +161,10 @@ async fn new_image_is_promoted_with_the_seed_event_sequence() {
         assert!(events.contains(e), "event {e:?} missing from {events:#?}");
     }
     assert_eq!(
-        primary_image(&cluster, ns).await,
+        cluster.image(ns, "podinfo-primary").await,
         "ghcr.io/stefanprodan/podinfo:6.0.1"
     );
-    assert_eq!(target_replicas(&cluster, ns).await, Some(0));
+    assert_eq!(cluster.replicas(ns, "podinfo").await, Some(0));
     assert_eq!(cluster.vs_weights(ns, "podinfo").await, Some((100, 0)));
     let c = cluster.canary(ns, "podinfo").await.unwrap();
     assert_eq!(c["status"]["canaryWeight"], 0);
@@ -238,10 +209,10 @@ async fn never_ready_image_rolls_back_after_the_progress_deadline() {
         "{messages:#?}"
     );
     assert_eq!(
-        primary_image(&cluster, ns).await,
+        cluster.image(ns, "podinfo-primary").await,
         "ghcr.io/stefanprodan/podinfo:6.0.0"
     );
-    assert_eq!(target_replicas(&cluster, ns).await, Some(0));
+    assert_eq!(cluster.replicas(ns, "podinfo").await, Some(0));
     assert_eq!(cluster.vs_weights(ns, "podinfo").await, Some((100, 0)));
 }
 
@@ -278,7 +249,7 @@ async fn change_during_analysis_restarts_it() {
         ],
     );
     assert_eq!(
-        primary_image(&cluster, ns).await,
+        cluster.image(ns, "podinfo-primary").await,
         "ghcr.io/stefanprodan/podinfo:6.0.2"
     );
 }
@@ -466,7 +437,7 @@ async fn config_map_change_is_analysed_and_promoted_to_the_primary_copy() {
         c["status"]["trackedConfigs"]["configmap/podinfo-config"], tracked,
         "trackedConfigs follows the new data"
     );
-    assert_eq!(target_replicas(&cluster, ns).await, Some(0));
+    assert_eq!(cluster.replicas(ns, "podinfo").await, Some(0));
     assert_eq!(cluster.vs_weights(ns, "podinfo").await, Some((100, 0)));
 }
 
@@ -506,7 +477,7 @@ async fn operator_killed_mid_analysis_resumes_the_same_rollout() {
         "killed mid-analysis at {weight}"
     );
     assert_eq!(
-        primary_image(&cluster, ns).await,
+        cluster.image(ns, "podinfo-primary").await,
         "ghcr.io/stefanprodan/podinfo:6.0.0"
     );
 
@@ -543,10 +514,10 @@ async fn operator_killed_mid_analysis_resumes_the_same_rollout() {
     );
     assert_eq!(count(&format!("Promotion completed! Scaling down {id}")), 1);
     assert_eq!(
-        primary_image(&cluster, ns).await,
+        cluster.image(ns, "podinfo-primary").await,
         "ghcr.io/stefanprodan/podinfo:6.0.1"
     );
-    assert_eq!(target_replicas(&cluster, ns).await, Some(0));
+    assert_eq!(cluster.replicas(ns, "podinfo").await, Some(0));
     assert_eq!(cluster.vs_weights(ns, "podinfo").await, Some((100, 0)));
     let events: Vec<String> = cluster
         .events(ns, "podinfo")
@@ -630,7 +601,7 @@ async fn seed_v1alpha3_canary_applied_with_kubectl_is_initialized() {
             .as_deref(),
         Some("quay.io/stefanprodan/podinfo:1.4.0")
     );
-    assert_eq!(target_replicas(&cluster, "test").await, Some(0));
+    assert_eq!(cluster.replicas("test", "podinfo").await, Some(0));
     let hpa = kubectl::kubectl_ok(
         &cluster,
         &[
@@ -721,7 +692,7 @@ async fn deleting_a_canary_with_revert_on_deletion_restores_the_target() {
     })
     .await;
     assert_eq!(finalizers, [json!("finalizer.flagger.app")]);
-    assert_eq!(target_replicas(&cluster, ns).await, Some(0));
+    assert_eq!(cluster.replicas(ns, "podinfo").await, Some(0));
     assert_eq!(
         service_selector(&cluster, ns, "podinfo").await,
         Some(json!({"app": "podinfo-primary"})),
@@ -738,7 +709,7 @@ async fn deleting_a_canary_with_revert_on_deletion_restores_the_target() {
     .await;
 
     assert_eq!(
-        target_replicas(&cluster, ns).await,
+        cluster.replicas(ns, "podinfo").await,
         Some(1),
         "target scaled back up"
     );
@@ -808,7 +779,7 @@ async fn deleting_a_canary_without_revert_collects_the_generated_objects() {
             "{dr} collected"
         );
     }
-    assert_eq!(target_replicas(&cluster, ns).await, Some(0));
+    assert_eq!(cluster.replicas(ns, "podinfo").await, Some(0));
     let id = format!("podinfo.{ns}");
     harness::wait_for("the actor to stop", Duration::from_secs(5), || async {
         op.messages(&id)

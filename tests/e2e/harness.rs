@@ -112,11 +112,47 @@ impl Cluster {
             .unwrap();
     }
 
+    /// Creates any `flagger.app/v1beta1` object (`kind` from `obj`, `plural` its resource) as it
+    /// is, without going through the operator's Rust types (for manifests those would refuse).
+    pub async fn create_flagger(&self, ns: &str, plural: &str, obj: Value) {
+        let kind = obj["kind"].as_str().unwrap().to_owned();
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("flagger.app", "v1beta1", &kind),
+            plural,
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(obj).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+
     pub async fn deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
         Api::<Deployment>::namespaced(self.client.clone(), ns)
             .get_opt(name)
             .await
             .unwrap()
+    }
+
+    /// The first container's image of Deployment `name`.
+    pub async fn image(&self, ns: &str, name: &str) -> String {
+        let d = self.deployment(ns, name).await.unwrap();
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap()
+    }
+
+    /// `spec.replicas` of Deployment `name`.
+    pub async fn replicas(&self, ns: &str, name: &str) -> Option<i32> {
+        self.deployment(ns, name)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas
     }
 
     pub async fn service(&self, ns: &str, name: &str) -> Option<Service> {
@@ -259,6 +295,17 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Asserts `expected` appear in `actual` in this order (other lines may come between).
+pub fn assert_in_order<S: AsRef<str> + std::fmt::Debug>(actual: &[String], expected: &[S]) {
+    let mut it = actual.iter();
+    for e in expected {
+        assert!(
+            it.any(|a| a == e.as_ref()),
+            "missing or out of order: {e:?}\nexpected order: {expected:#?}\nactual: {actual:#?}"
+        );
     }
 }
 
