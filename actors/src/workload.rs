@@ -12,6 +12,7 @@
 //!   without a cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,12 +20,15 @@ use actix::prelude::*;
 use flagger_rollout::readiness::{DeploymentView, canary_readiness, deployment_readiness};
 use flagger_rollout::revision::{config_checksum, revision};
 use flagger_rollout::{CanarySpec, PrimaryObservation, TargetObservation, Timestamp};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 pub use crate::kubeops::{CanaryRef, SelectorLabel};
@@ -43,13 +47,6 @@ use crate::kubeops::{
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), WorkloadError>")]
 pub struct EnsurePrimary {
-    pub canary: Arc<CanaryRef>,
-}
-
-/// Create or update the `-primary` copies of the ConfigMaps/Secrets the target references.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), WorkloadError>")]
-pub struct SyncConfigs {
     pub canary: Arc<CanaryRef>,
 }
 
@@ -222,13 +219,6 @@ impl Handler<EnsurePrimary> for WorkloadActor {
     }
 }
 
-impl Handler<SyncConfigs> for WorkloadActor {
-    type Result = ResponseFuture<Result<(), WorkloadError>>;
-    fn handle(&mut self, msg: SyncConfigs, _: &mut Self::Context) -> Self::Result {
-        self.run(move |w| async move { w.sync_configs(&msg.canary).await.map(|_| ()) })
-    }
-}
-
 impl Handler<PromoteToPrimary> for WorkloadActor {
     type Result = ResponseFuture<Result<(), WorkloadError>>;
     fn handle(&mut self, msg: PromoteToPrimary, _: &mut Self::Context) -> Self::Result {
@@ -353,45 +343,58 @@ impl Workloads {
 
     /// Upserts the `-primary` copies; true when any was written.
     async fn copy_configs(&self, c: &CanaryRef, tracked: &Tracked) -> Result<bool, WorkloadError> {
-        let ns = c.namespace();
-        let timeout = self.config.api_timeout;
-        let mut wrote = false;
-        let cm_api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
-        for cm in tracked.config_maps.values() {
-            let desired = build::primary_config_map(c, cm);
-            let id = ObjectId::new(
-                "ConfigMap",
-                ns,
-                &desired.metadata.name.clone().unwrap_or_default(),
-            );
-            let cached = Self::cached(self.stores.config_maps.as_ref(), &id);
-            let w = upsert(
-                &cm_api,
-                &id,
-                timeout,
-                cached,
-                || desired.clone(),
-                |live| build::update_config_map(c, live, &desired),
+        let maps = self
+            .copy_each(
+                c,
+                self.stores.config_maps.as_ref(),
+                tracked.config_maps.values().map(|m| &**m),
+                build::primary_config_map,
+                build::update_config_map,
             )
             .await?;
-            wrote |= w != Written::Unchanged;
-        }
-        let secret_api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
-        for secret in tracked.secrets.values() {
-            let desired = build::primary_secret(c, secret);
-            let id = ObjectId::new(
-                "Secret",
-                ns,
-                &desired.metadata.name.clone().unwrap_or_default(),
-            );
-            let cached = Self::cached(self.stores.secrets.as_ref(), &id);
+        let secrets = self
+            .copy_each(
+                c,
+                self.stores.secrets.as_ref(),
+                tracked.secrets.values().map(|s| &**s),
+                build::primary_secret,
+                build::update_secret,
+            )
+            .await?;
+        Ok(maps || secrets)
+    }
+
+    /// Creates or updates the `-primary` copy of each of `sources`; true when anything was written.
+    async fn copy_each<'a, K>(
+        &self,
+        c: &CanaryRef,
+        store: Option<&Store<K>>,
+        sources: impl Iterator<Item = &'a K>,
+        copy_of: fn(&CanaryRef, &K) -> K,
+        update: fn(&CanaryRef, &K, &K) -> Option<K>,
+    ) -> Result<bool, WorkloadError>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + Debug
+            + 'a,
+    {
+        let ns = c.namespace();
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        let mut wrote = false;
+        for source in sources {
+            let desired = copy_of(c, source);
+            let name = desired.meta().name.clone().unwrap_or_default();
+            let id = ObjectId::new(K::kind(&()).as_ref(), ns, &name);
             let w = upsert(
-                &secret_api,
+                &api,
                 &id,
-                timeout,
-                cached,
+                self.config.api_timeout,
+                Self::cached(store, &id),
                 || desired.clone(),
-                |live| build::update_secret(c, live, &desired),
+                |live| update(c, live, &desired),
             )
             .await?;
             wrote |= w != Written::Unchanged;
@@ -463,12 +466,6 @@ impl Workloads {
         )
         .await?;
         Ok(())
-    }
-
-    async fn sync_configs(&self, c: &CanaryRef) -> Result<bool, WorkloadError> {
-        let target = self.target(c).await?;
-        let tracked = self.tracked(c, &target).await?;
-        self.copy_configs(c, &tracked).await
     }
 
     async fn promote(&self, c: &CanaryRef) -> Result<(), WorkloadError> {
