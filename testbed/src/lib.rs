@@ -42,6 +42,10 @@ pub struct Config {
     pub ready_delay: Duration,
     /// Simulated requests per second per mesh host.
     pub rps: u32,
+    /// Mesh simulation step and Prometheus sampling period.
+    pub mesh_sample_every: Duration,
+    /// How long the mesh keeps samples.
+    pub mesh_retention: Duration,
     /// Events kept for watch resumption (older resourceVersions get 410 Gone).
     pub history: usize,
     /// Period of BOOKMARK events on watches that allow them.
@@ -58,6 +62,8 @@ impl Default for Config {
             metrics_port: 0,
             ready_delay: Duration::from_secs(1),
             rps: 10,
+            mesh_sample_every: mesh::MeshConfig::default().sample_every,
+            mesh_retention: mesh::MeshConfig::default().retention,
             history: 10_000,
             bookmark_interval: Duration::from_secs(5),
             controllers: true,
@@ -146,7 +152,8 @@ impl Testbed {
             store.clone(),
             mesh::MeshConfig {
                 rps: cfg.rps,
-                ..mesh::MeshConfig::default()
+                sample_every: cfg.mesh_sample_every,
+                retention: cfg.mesh_retention,
             },
             shutdown.clone(),
         );

@@ -25,6 +25,7 @@ pub mod promql;
 pub mod traffic;
 pub mod tsdb;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -72,6 +73,8 @@ pub struct MeshStats {
     pub samples: usize,
     pub sample_bytes: usize,
     pub requests: u64,
+    /// Requests answered by the Prometheus query API (`/api/v1/query`), errors included.
+    pub queries: u64,
 }
 
 /// The running mesh; cheap to clone.
@@ -84,6 +87,7 @@ struct Inner {
     sim: Option<Mutex<Sim>>,
     tsdb: RwLock<Tsdb>,
     cfg: MeshConfig,
+    queries: AtomicU64,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -111,6 +115,7 @@ impl Mesh {
                 sim,
                 tsdb: RwLock::new(Tsdb::new(cfg.retention)),
                 cfg,
+                queries: AtomicU64::new(0),
             }),
         }
     }
@@ -194,7 +199,14 @@ impl Mesh {
             series: db.num_series(),
             samples: db.num_samples(),
             sample_bytes: db.sample_bytes(),
+            queries: self.queries(),
         }
+    }
+
+    /// Requests answered by the Prometheus query API so far (cheap: no lock, unlike
+    /// [`Mesh::stats`]).
+    pub fn queries(&self) -> u64 {
+        self.inner.queries.load(Ordering::Relaxed)
     }
 
     /// `GET /metrics`, `GET|POST /api/v1/query`, `GET /-/healthy`, `GET /-/ready`.
@@ -229,6 +241,7 @@ async fn query(
 }
 
 fn answer(mesh: &Mesh, method: &Method, raw: &str, body: &[u8]) -> Result<String, ApiError> {
+    mesh.inner.queries.fetch_add(1, Ordering::Relaxed);
     // Like Go's FormValue: form-body values take precedence over the URL's.
     let mut params = Vec::new();
     if *method == Method::POST {
