@@ -329,11 +329,13 @@ async fn run_in_system(config: OperatorConfig) -> Result<(), OperatorError> {
         client: Some(client),
         slots: None,
     };
-    let supervisor = match &election {
-        None => CanarySupervisor::new(env),
-        Some(_) => CanarySupervisor::new(env).following(),
+    let supervisor = CanarySupervisor::new(env).following().start();
+    if election.is_none() {
+        // Without leader election this process leads from the start. Leading begins from the
+        // synced cache, oldest Canary first, so the owner of a shared target is the same whatever
+        // order the watch listed them in; the buffered watch events that follow only update them.
+        let _ = supervisor.send(LeadershipChanged { leader: true }).await;
     }
-    .start();
     let forward = supervisor.clone();
     actix::spawn(async move {
         while let Some(event) = events_rx.recv().await {

@@ -166,19 +166,25 @@ impl CanarySupervisor {
         }
     }
 
-    /// The conflict text of each canary on `target` (None for the owner).
-    fn conflicts(&self, target: &TargetKey) -> BTreeMap<CanaryKey, Option<String>> {
+    /// The conflict text of each canary on `target` (None for the owner). `incoming` is a
+    /// Canary on `target` not yet among the children (being started): it competes for
+    /// ownership like the others, so an older Canary heard of after a younger one still owns
+    /// the target.
+    fn conflicts(
+        &self,
+        target: &TargetKey,
+        incoming: Option<(&CanaryKey, &Canary)>,
+    ) -> BTreeMap<CanaryKey, Option<String>> {
         let Some(keys) = self.targets.get(target) else {
             return BTreeMap::new();
         };
         let owner = keys
             .iter()
-            .filter_map(|k| self.children.get(k).map(|c| (k, c)))
-            .min_by(|(ka, a), (kb, b)| {
-                let ta = a.canary.metadata.creation_timestamp.as_ref().map(|t| t.0);
-                let tb = b.canary.metadata.creation_timestamp.as_ref().map(|t| t.0);
-                ta.cmp(&tb).then_with(|| ka.cmp(kb))
+            .filter_map(|k| match incoming {
+                Some((ik, ic)) if ik == k => Some((k, ic)),
+                _ => self.children.get(k).map(|c| (k, &*c.canary)),
             })
+            .min_by(|(ka, a), (kb, b)| Self::age_order(a, ka).cmp(&Self::age_order(b, kb)))
             .map(|(k, _)| k.clone());
         keys.iter()
             .map(|k| {
@@ -194,9 +200,20 @@ impl CanarySupervisor {
             .collect()
     }
 
+    /// Oldest first: creationTimestamp, then namespace/name.
+    fn age_order<'a>(
+        canary: &Canary,
+        key: &'a CanaryKey,
+    ) -> (Option<jiff::Timestamp>, &'a CanaryKey) {
+        (
+            canary.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            key,
+        )
+    }
+
     /// Tells every canary on `target` whose conflict state changed.
     fn refresh_conflicts(&mut self, target: &TargetKey, skip: Option<&CanaryKey>) {
-        for (key, conflict) in self.conflicts(target) {
+        for (key, conflict) in self.conflicts(target, None) {
             if Some(&key) == skip {
                 continue;
             }
@@ -361,7 +378,7 @@ impl Handler<CanaryApplied> for CanarySupervisor {
         }
         let conflict = new_target
             .as_ref()
-            .and_then(|t| self.conflicts(t).remove(&key))
+            .and_then(|t| self.conflicts(t, Some((&key, &canary))).remove(&key))
             .flatten();
         match self.children.get_mut(&key) {
             Some(child) => {
@@ -517,11 +534,9 @@ impl Handler<LeadershipChanged> for CanarySupervisor {
         if msg.leader {
             self.term = CancellationToken::new();
             let mut canaries = self.env.caches.canaries.state();
-            canaries.sort_by(|a, b| {
-                let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
-                let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
-                ta.cmp(&tb)
-                    .then_with(|| Self::key_of(a).cmp(&Self::key_of(b)))
+            canaries.sort_by_cached_key(|c| {
+                let key = Self::key_of(c);
+                (c.metadata.creation_timestamp.as_ref().map(|t| t.0), key)
             });
             info!(
                 msg = format!("Starting {} canary actors as leader", canaries.len()),

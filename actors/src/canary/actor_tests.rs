@@ -28,7 +28,7 @@ use crate::crd::Canary;
 use crate::crd::convert::canary_spec;
 use crate::key::CanaryKey;
 use crate::kubeops::{CanaryRef, SelectorLabel};
-use crate::messages::{CanaryApplied, CanaryDeleted, Poke};
+use crate::messages::{CanaryApplied, CanaryDeleted, LeadershipChanged, Poke};
 use crate::ports::Ports;
 use crate::supervisor::CanarySupervisor;
 use support::{Call, Capture, Gone, World, canary, deployment, object};
@@ -511,6 +511,88 @@ async fn a_second_canary_on_a_target_is_invalid_naming_target_ref_and_touches_no
         w.statuses("first")
             .iter()
             .all(|(_, s)| s.condition("Valid").is_none())
+    );
+}
+
+/// The watch may list the younger Canary first (it does when its name sorts first): the older one
+/// still owns the target and is never reported invalid itself.
+#[actix::test]
+async fn the_older_canary_owns_the_target_when_the_younger_is_heard_of_first() {
+    let w = World::new();
+    w.workloads("podinfo", "podinfo:6.0.0");
+    let first = object(canary("first", "podinfo", "1s", "2024-01-01T00:00:00Z"));
+    let second = object(canary("second", "podinfo", "1s", "2024-01-02T00:00:00Z"));
+    w.caches.apply_canary(&first);
+    w.caches.apply_canary(&second);
+    let supervisor = CanarySupervisor::new(w.env.clone()).start();
+    supervisor.send(CanaryApplied(second)).await.unwrap();
+    supervisor.send(CanaryApplied(first)).await.unwrap();
+    w.until("second reported invalid", 5 * SECOND, |w| {
+        w.statuses("second")
+            .iter()
+            .any(|(_, s)| invalid_naming_target_ref(s))
+    })
+    .await;
+    w.until("first initialized", 5 * SECOND, |w| initialized(w, "first"))
+        .await;
+    w.flush().await;
+    assert!(
+        !w.statuses("first")
+            .iter()
+            .any(|(_, s)| invalid_naming_target_ref(s)),
+        "the owner was reported invalid: {:?}",
+        w.statuses("first")
+    );
+    assert!(
+        w.events("first")
+            .iter()
+            .all(|(t, _)| *t != EventType::Warning),
+        "{:?}",
+        w.events("first")
+    );
+}
+
+/// Leading starts from the synced cache oldest first (so does `flagger run` without leader
+/// election): the younger Canary on a shared target never touches anything, not even briefly.
+#[actix::test]
+async fn leading_starts_the_older_canary_first_so_the_younger_touches_nothing() {
+    let w = World::new();
+    w.workloads("podinfo", "podinfo:6.0.0");
+    // Younger first in the cache's own order.
+    for (name, created) in [
+        ("a-young", "2024-01-02T00:00:00Z"),
+        ("z-old", "2024-01-01T00:00:00Z"),
+    ] {
+        w.caches
+            .apply_canary(&object(canary(name, "podinfo", "1s", created)));
+    }
+    let supervisor = CanarySupervisor::new(w.env.clone()).following().start();
+    supervisor
+        .send(LeadershipChanged { leader: true })
+        .await
+        .unwrap();
+    w.until("z-old initialized", 5 * SECOND, |w| initialized(w, "z-old"))
+        .await;
+    w.until("a-young reported invalid", 5 * SECOND, |w| {
+        w.statuses("a-young")
+            .iter()
+            .any(|(_, s)| invalid_naming_target_ref(s))
+    })
+    .await;
+    w.flush().await;
+    assert!(
+        w.calls("a-young")
+            .iter()
+            .all(|c| matches!(c, Call::Event(..) | Call::WriteStatus(..))),
+        "the younger canary touched objects: {:?}",
+        w.calls("a-young")
+    );
+    assert!(
+        w.statuses("a-young")
+            .iter()
+            .all(|(_, s)| invalid_naming_target_ref(s)),
+        "every status the younger wrote says it is invalid: {:?}",
+        w.statuses("a-young")
     );
 }
 
