@@ -1,10 +1,19 @@
 //! Reading README.md from the tests: sections, fenced code blocks, shell commands in them.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The workspace root (the directory with Cargo.lock), from any package's tests.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .expect("a Cargo.lock above CARGO_MANIFEST_DIR")
+        .to_path_buf()
+}
 
 pub fn readme() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap()
+    std::fs::read_to_string(root().join("README.md")).unwrap()
 }
 
 /// The text under `## <heading>` (up to the next `## `), without the heading line.
@@ -155,4 +164,44 @@ pub fn metric_references(text: &str, prefix: &str) -> Vec<(String, Option<Vec<St
         }
     }
     out
+}
+
+/// The spans in backticks, whitespace (line breaks) collapsed to single spaces.
+pub fn backticked(text: &str) -> Vec<String> {
+    text.split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, span)| span.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// The paragraphs of a text (separated by blank lines), each joined into one line.
+pub fn paragraphs(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The body rows of the first Markdown table in a text (header and `|---|` line skipped), each
+/// a list of trimmed cells.
+pub fn table_rows(text: &str) -> Vec<Vec<String>> {
+    let lines: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with('|'))
+        .take_while(|l| l.trim_start().starts_with('|'))
+        .collect();
+    assert!(lines.len() > 2, "no Markdown table in:\n{text}");
+    assert!(
+        lines[1].contains("---"),
+        "the table's second line is not a separator: {}",
+        lines[1]
+    );
+    lines[2..]
+        .iter()
+        .map(|line| {
+            let inner = line.trim().trim_start_matches('|').trim_end_matches('|');
+            inner.split('|').map(|c| c.trim().to_owned()).collect()
+        })
+        .collect()
 }
