@@ -166,9 +166,26 @@ pub fn metric_references(text: &str, prefix: &str) -> Vec<(String, Option<Vec<St
     out
 }
 
-/// The spans in backticks, whitespace (line breaks) collapsed to single spaces.
+/// The text outside fenced code blocks.
+pub fn prose(text: &str) -> String {
+    let mut fenced = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The spans in backticks outside code blocks, whitespace (line breaks) collapsed to single
+/// spaces.
 pub fn backticked(text: &str) -> Vec<String> {
-    text.split('`')
+    prose(text)
+        .split('`')
         .enumerate()
         .filter(|(i, _)| i % 2 == 1)
         .map(|(_, span)| span.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -186,6 +203,7 @@ pub fn paragraphs(text: &str) -> Vec<String> {
 /// The body rows of the first Markdown table in a text (header and `|---|` line skipped), each
 /// a list of trimmed cells.
 pub fn table_rows(text: &str) -> Vec<Vec<String>> {
+    let text = prose(text);
     let lines: Vec<&str> = text
         .lines()
         .skip_while(|l| !l.trim_start().starts_with('|'))
