@@ -17,7 +17,9 @@
 //!
 //! The steady-state window is from the moment every canary has made its first weight step to the
 //! moment the first canary makes its last one (reaches `maxWeight`; its next tick promotes): in
-//! between every canary is ticking in the analysis. Requests per canary per tick = requests in the window / (N × window / interval).
+//! between every canary is ticking in the analysis (the edges are moved half an interval inward so
+//! they fall between ticks). Requests per canary per tick = requests in the window / ticks seen in
+//! it (weight steps plus failed checks, from the Canaries' status).
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -175,7 +177,10 @@ pub struct Details {
     pub failed: Vec<String>,
     pub window_seconds: f64,
     pub weight_steps_in_window: usize,
+    /// Analysis ticks per canary in the window (weight steps and failed checks).
     pub ticks_in_window: f64,
+    /// Ticks that counted a failed check instead of stepping.
+    pub halts_in_window: usize,
     /// Operator CPU in the window / window length.
     pub window_cores: f64,
     /// Operator CPU from the trigger to the last promotion / that time.
@@ -224,6 +229,9 @@ struct Track {
     progressing_at: Option<Instant>,
     /// (when, weight) of every canaryWeight increase while Progressing, after the update.
     steps: Vec<(Instant, i64)>,
+    failed_checks: i64,
+    /// When `failedChecks` grew while Progressing, after the update: ticks that did not step.
+    halts: Vec<Instant>,
 }
 
 #[derive(Default)]
@@ -322,6 +330,11 @@ fn start_recorder(
             if after_update && phase == "Progressing" && weight > t.weight {
                 t.steps.push((now, weight));
             }
+            let failed_checks = e.object["status"]["failedChecks"].as_i64().unwrap_or(0);
+            if after_update && phase == "Progressing" && failed_checks > t.failed_checks {
+                t.halts.push(now);
+            }
+            t.failed_checks = failed_checks;
             let at_max = after_update && phase == "Progressing" && weight >= ctx.max_weight;
             t.phase = phase.to_owned();
             t.weight = weight;
@@ -748,8 +761,25 @@ pub async fn run(o: &Options) -> Result<(Report, Details)> {
         ),
     };
     let window = end.at.duration_since(start.at).as_secs_f64();
-    let ticks = window / o.interval.as_secs_f64();
-    let per_tick = |count: u64| count as f64 / (n as f64 * ticks);
+    let inside = |at: &Instant| *at >= start.at && *at <= end.at;
+    let steps_in_window: usize = recorded
+        .tracks
+        .values()
+        .map(|t| t.steps.iter().filter(|(at, _)| inside(at)).count())
+        .sum();
+    let halts_in_window: usize = recorded
+        .tracks
+        .values()
+        .map(|t| t.halts.iter().filter(|at| inside(at)).count())
+        .sum();
+    // Ticks observed: each analysis tick either steps the weight or counts a failed check. (The
+    // window's length over the interval would be biased: the canaries started together, so their
+    // ticks are not spread evenly over the window.)
+    if steps_in_window + halts_in_window == 0 {
+        bail!("no analysis tick in the steady-state window ({window:.1} s)");
+    }
+    let ticks_per_canary = (steps_in_window + halts_in_window) as f64 / n as f64;
+    let per_tick = |count: u64| count as f64 / (n as f64 * ticks_per_canary);
     let requests = delta(&start.requests, &end.requests);
     let mut by_verb = ByVerb::default();
     let mut verb_counts: BTreeMap<&str, u64> = BTreeMap::new();
@@ -764,16 +794,6 @@ pub async fn run(o: &Options) -> Result<(Report, Details)> {
         .into_iter()
         .map(|(k, v)| (k, per_tick(v)))
         .collect();
-    let steps_in_window: usize = recorded
-        .tracks
-        .values()
-        .map(|t| {
-            t.steps
-                .iter()
-                .filter(|(at, _)| *at >= start.at && *at <= end.at)
-                .count()
-        })
-        .sum();
     let writes: u64 = ["POST", "PUT", "PATCH"]
         .iter()
         .map(|v| verb_counts.get(v).copied().unwrap_or(0))
@@ -852,7 +872,8 @@ pub async fn run(o: &Options) -> Result<(Report, Details)> {
         failed,
         window_seconds: window,
         weight_steps_in_window: steps_in_window,
-        ticks_in_window: ticks,
+        ticks_in_window: ticks_per_canary,
+        halts_in_window,
         window_cores: cores(start.cpu_ticks, end.cpu_ticks, window),
         promotion_cores: cores(cpu_at_trigger, cpu_end, promote_all_seconds),
         baseline_rss_mb: baseline_rss_kb as f64 / 1024.0,
@@ -902,8 +923,12 @@ pub fn table(r: &Report, d: &Details) -> String {
         (
             "steady window".into(),
             format!(
-                "{:.1} s = {:.2} ticks, {} weight steps",
-                d.window_seconds, d.ticks_in_window, d.weight_steps_in_window
+                "{:.1} s ({:.2} intervals): {:.2} ticks per canary = {} weight steps + {} failed checks",
+                d.window_seconds,
+                d.window_seconds / r.interval_s,
+                d.ticks_in_window,
+                d.weight_steps_in_window,
+                d.halts_in_window
             ),
         ),
         (
