@@ -189,6 +189,9 @@ pub struct Details {
     pub clk_tck: u64,
     /// Operator requests in the window by RBAC verb and resource(/subresource), per canary per tick.
     pub requests_per_canary_per_tick: BTreeMap<String, f64>,
+    /// Every operator request of the whole run (start, initialization, analysis, promotion) per
+    /// canary, by RBAC verb and resource(/subresource).
+    pub requests_per_canary_whole_run: BTreeMap<String, f64>,
     /// Store events the recorder missed (it lagged behind); 0 for a valid run.
     pub lagged_events: u64,
     pub detection_samples: usize,
@@ -741,6 +744,7 @@ pub async fn run(o: &Options) -> Result<(Report, Details)> {
     let promote_all_seconds = triggered_at.elapsed().as_secs_f64();
     let cpu_end = cpu_ticks(op.pid());
     let peak_rss_kb = vm_kb(op.pid(), "VmHWM").unwrap_or(0);
+    let whole_run = operator_calls(&stats.snapshot());
     // Let the recorder see the last events before reading it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     rec.stop.store(true, Ordering::Relaxed);
@@ -879,6 +883,10 @@ pub async fn run(o: &Options) -> Result<(Report, Details)> {
         baseline_rss_mb: baseline_rss_kb as f64 / 1024.0,
         clk_tck: clk,
         requests_per_canary_per_tick,
+        requests_per_canary_whole_run: whole_run
+            .into_iter()
+            .map(|(k, v)| (k, v as f64 / n as f64))
+            .collect(),
         lagged_events: recorded.lagged,
         detection_samples: detection.len(),
         cadence_samples: cadence.len(),
@@ -977,7 +985,14 @@ pub fn table(r: &Report, d: &Details) -> String {
             ),
         ),
         ("recorder lagged events".into(), d.lagged_events.to_string()),
+        (
+            "whole run, requests / canary".into(),
+            "(operator start, initialization, analysis, promotion)".into(),
+        ),
     ]);
+    for (request, per) in &d.requests_per_canary_whole_run {
+        rows.push((format!("  {request}"), format!("{per:.3}")));
+    }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
         .map(|(k, v)| format!("{k:width$}  {v}\n"))
