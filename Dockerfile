@@ -11,11 +11,13 @@ COPY Cargo.toml Cargo.lock ./
 COPY rollout/Cargo.toml rollout/Cargo.toml
 COPY actors/Cargo.toml actors/Cargo.toml
 COPY testbed/Cargo.toml testbed/Cargo.toml
-RUN mkdir -p src/bin/flagger-loadtester rollout/src actors/src testbed/src \
+COPY bench/Cargo.toml bench/Cargo.toml
+RUN mkdir -p src/bin/flagger-loadtester rollout/src actors/src testbed/src bench/src \
  && echo 'fn main() {}' > src/main.rs \
  && echo 'fn main() {}' > src/bin/flagger-loadtester/main.rs \
  && echo 'fn main() {}' > testbed/src/main.rs \
- && touch rollout/src/lib.rs actors/src/lib.rs testbed/src/lib.rs \
+ && echo 'fn main() {}' > bench/src/main.rs \
+ && touch rollout/src/lib.rs actors/src/lib.rs testbed/src/lib.rs bench/src/lib.rs \
  && cargo build --release --locked --bin flagger --bin flagger-loadtester || true
 COPY . .
 # Touch the real sources so cargo rebuilds them over the stubs.
