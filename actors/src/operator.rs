@@ -316,7 +316,7 @@ async fn run_in_system(config: OperatorConfig) -> Result<(), OperatorError> {
     let ports = Ports::new(&workload, &router, &metrics, &webhook, &notifier, &writer);
     let env = Env {
         caches,
-        ports,
+        ports: Arc::new(ports),
         telemetry,
         settings: Arc::new(Settings {
             default_provider: mesh_provider,

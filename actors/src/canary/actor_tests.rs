@@ -148,7 +148,7 @@ async fn events_and_notifications_never_fail_the_sequence() {
         record_event: gone.clone().recipient(),
         forward_event: gone.clone().recipient(),
         notify: gone.recipient(),
-        ..w.env.ports.clone()
+        ..(*w.env.ports).clone()
     };
     let p = Parts::of(object(podinfo()));
     let actions = vec![

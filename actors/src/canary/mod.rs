@@ -95,7 +95,9 @@ impl Settings {
 #[derive(Clone)]
 pub struct Env {
     pub caches: Caches,
-    pub ports: Ports,
+    /// Shared by every actor and tick: a `Ports` is ~17 `Recipient`s, and cloning one allocates
+    /// for each, so an `Env` clone (per actor and per tick) shares it instead of copying it.
+    pub ports: Arc<Ports>,
     pub telemetry: Telemetry,
     pub settings: Arc<Settings>,
     /// For reading workloads fresh right after this canary wrote them; `None` reads the caches.

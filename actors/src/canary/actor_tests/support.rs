@@ -311,7 +311,7 @@ impl World {
         let r = &recorder;
         let env = Env {
             caches: caches.caches.clone(),
-            ports: Ports::new(r, r, r, r, r, r),
+            ports: Arc::new(Ports::new(r, r, r, r, r, r)),
             telemetry: Telemetry::new("test", "istio").unwrap(),
             settings: Arc::new(Settings {
                 default_provider: flagger_rollout::MeshProvider::Istio,
