@@ -525,9 +525,14 @@ async fn operator_killed_mid_analysis_resumes_the_same_rollout() {
         .into_iter()
         .map(|(_, m)| m)
         .collect();
-    for w in [10, 20, 30, 40, 50] {
+    // Events are best effort and posted after the status write, so the Event of the step the
+    // kill interrupted (its status already written, `weight`) may be lost; every other step has one.
+    for w in [10u64, 20, 30, 40, 50] {
         let e = format!("Advance {id} canary weight {w}");
-        assert!(events.contains(&e), "event {e:?} missing: {events:#?}");
+        assert!(
+            events.contains(&e) || w == weight,
+            "event {e:?} missing (killed at weight {weight}): {events:#?}"
+        );
     }
 }
 
